@@ -1,0 +1,196 @@
+//! A validated workflow: what the scheduler runs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dag::Dag;
+use crate::expr::Expr;
+use crate::id::StepId;
+use crate::task::Task;
+use crate::validate::{Invalid, Problem};
+use crate::workflow::{NeedOn, Phase, WorkflowSource};
+
+/// A workflow that passed validation: steps resolved to indices, expressions
+/// compiled, bodies parsed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.description`.
+    pub description: Option<String>,
+    /// The steps, in file order; `needs` and `repair` refer to indices here.
+    pub steps: Vec<PlannedStep>,
+    /// The graph of `needs`.
+    pub dag: Dag,
+    /// The most steps running at once.
+    pub concurrency: usize,
+    /// Declared params and their defaults, in file order.
+    pub params: Vec<PlannedParam>,
+}
+
+/// A declared param.
+#[derive(Debug, Clone)]
+pub struct PlannedParam {
+    /// Its name.
+    pub name: String,
+    /// Its default, if it has one.
+    pub default: Option<String>,
+    /// What it means.
+    pub description: Option<String>,
+}
+
+/// One validated step.
+#[derive(Debug, Clone)]
+pub struct PlannedStep {
+    /// The step's id.
+    pub id: StepId,
+    /// Its phase.
+    pub phase: Phase,
+    /// The steps it waits for, by index.
+    pub needs: Vec<Need>,
+    /// Its condition.
+    pub when: Option<Expr>,
+    /// The executor that runs it.
+    pub executor: String,
+    /// What it does.
+    pub body: Body,
+    /// How often and how patiently a failed attempt is tried again.
+    pub retry: Option<RetryPolicy>,
+    /// Time limit of one attempt.
+    pub timeout: Option<Duration>,
+    /// Index of the repair step run when this one fails.
+    pub repair: Option<usize>,
+    /// Whether it may be re-run after a crash without a person deciding.
+    pub idempotent: bool,
+}
+
+/// An edge into a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// Index of the needed step.
+    pub step: usize,
+    /// Which of its outcomes lets the dependent run.
+    pub on: NeedOn,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Passes when every need succeeded; otherwise blocks the run.
+    Gate,
+    /// Waits for `kpilot approve`.
+    Approval {
+        /// Shown to the person asked to approve.
+        message: String,
+    },
+    /// A task of a registered kind.
+    Task {
+        /// The kind's name (`command`, `script`, ...).
+        kind: &'static str,
+        /// The parsed body.
+        task: Arc<dyn Task>,
+    },
+}
+
+impl Body {
+    /// The body key as written in YAML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Gate => "gate",
+            Body::Approval { .. } => "approval",
+            Body::Task { kind, .. } => kind,
+        }
+    }
+}
+
+/// `retry` after validation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub limit: u32,
+    /// The first wait.
+    pub initial: Duration,
+    /// Growth of each wait.
+    pub factor: f64,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// The waits before attempts 2, 3, ...: exponential from `initial` by
+    /// `factor`, capped at `max`, without jitter so runs are reproducible.
+    pub fn delays(&self) -> impl Iterator<Item = Duration> {
+        use backoff::backoff::Backoff;
+        let mut backoff = backoff::ExponentialBackoff {
+            current_interval: self.initial,
+            initial_interval: self.initial,
+            randomization_factor: 0.0,
+            multiplier: self.factor,
+            max_interval: self.max,
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        };
+        backoff.reset();
+        let max = self.max;
+        (0..self.limit).map(move |_| backoff.next_backoff().unwrap_or(max))
+    }
+}
+
+impl Plan {
+    /// Index of the step with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id.as_str() == id)
+    }
+
+    /// The params of a run: defaults, overridden by `overrides`. An unknown
+    /// name, or a param left without a value, is an error naming it.
+    pub fn bind_params(
+        &self,
+        source: &WorkflowSource,
+        overrides: &[(String, String)],
+    ) -> Result<BTreeMap<String, String>, Invalid> {
+        let mut problems = Vec::new();
+        let mut values = BTreeMap::new();
+        for (name, value) in overrides {
+            if self.params.iter().any(|p| &p.name == name) {
+                values.insert(name.clone(), value.clone());
+            } else {
+                let known: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
+                problems.push(Problem::new(
+                    source,
+                    format!(
+                        "unknown param `{name}` given with --param; this workflow declares: {}",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        for param in &self.params {
+            if values.contains_key(&param.name) {
+                continue;
+            }
+            match &param.default {
+                Some(default) => {
+                    values.insert(param.name.clone(), default.clone());
+                }
+                None => problems.push(Problem::new(
+                    source,
+                    format!(
+                        "param `{}` has no default and no value: pass --param {}=VALUE",
+                        param.name, param.name
+                    ),
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(values)
+        } else {
+            Err(Invalid { problems })
+        }
+    }
+}

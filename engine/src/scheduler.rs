@@ -1,0 +1,900 @@
+//! The scheduler: drives a run from its stored state to an end or a block.
+//!
+//! It is the only writer of a run. Each turn of its loop decides what can be
+//! decided, commits those decisions and the attempts it is about to start in
+//! one durable transaction, and only then starts them. When kpilot dies at any
+//! moment, the store holds every attempt that began and every one that ended,
+//! so [`resume`] knows which steps may have left a side effect half done.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use crate::executor::{Executor, Global};
+use crate::id::{InstanceId, StepId};
+use crate::plan::{Body, Plan};
+use crate::state::{Approval, EventKind, RunRecord, RunState, SkipCause, StepRecord, StepState};
+use crate::store::{Change, RunStore, StoreError, StoredOutput};
+use crate::task::{TaskContext, TaskOutput};
+use crate::workflow::{NeedOn, Phase};
+
+/// What can stop the scheduler from driving a run.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The store failed; the run stays as last committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A person's decision names a step that cannot take it.
+    #[error("{0}")]
+    Decision(String),
+}
+
+/// A person's decisions passed to [`resume`].
+#[derive(Debug, Clone, Default)]
+pub struct Decisions {
+    /// Interrupted or failed steps to run again.
+    pub retry: Vec<StepId>,
+    /// Steps whose effect a person vouches is in place, with their reason.
+    pub skip: Vec<(StepId, String)>,
+    /// An approval step to approve, with the reason.
+    pub approve: Option<(StepId, Option<String>)>,
+    /// Who decides (the user name), recorded with each decision.
+    pub by: String,
+}
+
+/// Receives every event once it is durable, for progress display.
+pub trait Observer {
+    /// Called after `event` was committed.
+    fn event(&self, plan: &Plan, event: &EventKind);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Observer for Silent {
+    fn event(&self, _plan: &Plan, _event: &EventKind) {}
+}
+
+/// How a drive of a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run's state.
+    pub state: RunState,
+    /// Set when a signal stopped kpilot.
+    pub stopped_by: Option<&'static str>,
+}
+
+/// Starts a run that was just created.
+pub async fn start(
+    plan: Arc<Plan>,
+    store: RunStore,
+    observer: &dyn Observer,
+) -> Result<RunOutcome, SchedulerError> {
+    let mut s = Scheduler::load(plan, store, observer, "run")?;
+    s.drive().await
+}
+
+/// Resumes a run: steps found running are re-run if idempotent and otherwise
+/// held as interrupted unless `decisions` settle them; failed and blocked steps
+/// run again; succeeded steps never do.
+pub async fn resume(
+    plan: Arc<Plan>,
+    store: RunStore,
+    decisions: Decisions,
+    verb: &str,
+    observer: &dyn Observer,
+) -> Result<RunOutcome, SchedulerError> {
+    let mut s = Scheduler::load(plan, store, observer, verb)?;
+    s.prepare_resume(&decisions)?;
+    s.drive().await
+}
+
+/// What a job in flight reports when it ends.
+enum Done {
+    Attempt {
+        step: usize,
+        attempt: u32,
+        output: TaskOutput,
+    },
+    Repair {
+        step: usize,
+        repair: usize,
+        attempt: u32,
+        output: TaskOutput,
+    },
+    RetryDue {
+        step: usize,
+    },
+}
+
+struct Scheduler<'o> {
+    plan: Arc<Plan>,
+    store: RunStore,
+    run: RunRecord,
+    records: Vec<StepRecord>,
+    /// Needs of each step not yet final.
+    waiting: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+    ready: VecDeque<usize>,
+    /// Pending steps whose needs just became final.
+    to_decide: Vec<usize>,
+    /// Attempts recorded in `change`, launched once it is committed.
+    starting: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>>,
+    retries_used: Vec<u32>,
+    repaired: Vec<bool>,
+    in_flight: JoinSet<Done>,
+    executing: usize,
+    change: Change,
+    params_json: serde_json::Value,
+    params: Arc<BTreeMap<String, String>>,
+    observer: &'o dyn Observer,
+    executor: Arc<dyn Executor>,
+    last_snapshot: Instant,
+}
+
+const INSTANCE: fn() -> InstanceId = InstanceId::global;
+
+impl<'o> Scheduler<'o> {
+    fn load(
+        plan: Arc<Plan>,
+        store: RunStore,
+        observer: &'o dyn Observer,
+        verb: &str,
+    ) -> Result<Self, SchedulerError> {
+        let run = store.run()?;
+        let n = plan.steps.len();
+        let mut records = vec![StepRecord::pending(); n];
+        for (step, _instance, record) in store.steps()? {
+            if let Some(i) = plan.index_of(step.as_str()) {
+                records[i] = record;
+            }
+        }
+        let mut dependents = vec![Vec::new(); n];
+        for (i, step) in plan.steps.iter().enumerate() {
+            for need in &step.needs {
+                dependents[need.step].push(i);
+            }
+        }
+        let params_json = serde_json::to_value(&run.params).unwrap_or_default();
+        let params = Arc::new(run.params.clone());
+        let mut s = Scheduler {
+            plan,
+            store,
+            run,
+            records,
+            waiting: vec![0; n],
+            dependents,
+            ready: VecDeque::new(),
+            to_decide: Vec::new(),
+            starting: Vec::new(),
+            retries_used: vec![0; n],
+            repaired: vec![false; n],
+            in_flight: JoinSet::new(),
+            executing: 0,
+            change: Change::default(),
+            params_json,
+            params,
+            observer,
+            executor: Arc::new(Global),
+            last_snapshot: Instant::now(),
+        };
+        s.run.state = RunState::Running;
+        s.run.updated_at = Utc::now();
+        s.change.run = Some(s.run.clone());
+        s.change.events.push(EventKind::DriveStarted {
+            pid: std::process::id(),
+            verb: verb.to_owned(),
+        });
+        Ok(s)
+    }
+
+    fn set(&mut self, i: usize, record: StepRecord, reason_event: bool) {
+        if reason_event {
+            self.change.events.push(EventKind::StepChanged {
+                step: self.plan.steps[i].id.clone(),
+                instance: INSTANCE(),
+                state: record.state,
+                reason: record.reason.clone(),
+            });
+        }
+        self.change
+            .steps
+            .push((self.plan.steps[i].id.clone(), INSTANCE(), record.clone()));
+        self.records[i] = record;
+    }
+
+    fn step_index(&self, id: &StepId) -> Result<usize, SchedulerError> {
+        self.plan.index_of(id.as_str()).ok_or_else(|| {
+            SchedulerError::Decision(format!(
+                "step `{id}` is not in run `{}`; `kpilot status {}` lists its steps",
+                self.run.id, self.run.id
+            ))
+        })
+    }
+
+    fn prepare_resume(&mut self, d: &Decisions) -> Result<(), SchedulerError> {
+        let mut retry = vec![false; self.records.len()];
+        let mut skip: Vec<Option<String>> = vec![None; self.records.len()];
+        for id in &d.retry {
+            let i = self.step_index(id)?;
+            let state = self.records[i].state;
+            let found_running = state == StepState::Running && !self.plan.steps[i].idempotent;
+            if !matches!(state, StepState::Interrupted | StepState::Failed) && !found_running {
+                return Err(SchedulerError::Decision(format!(
+                    "step `{id}` is {}; --retry takes an interrupted or failed step",
+                    state.as_str()
+                )));
+            }
+            retry[i] = true;
+        }
+        for (id, reason) in &d.skip {
+            let i = self.step_index(id)?;
+            let state = self.records[i].state;
+            let found_running = state == StepState::Running;
+            if !matches!(
+                state,
+                StepState::Interrupted | StepState::Failed | StepState::Blocked
+            ) && !found_running
+            {
+                return Err(SchedulerError::Decision(format!(
+                    "step `{id}` is {}; --skip takes an interrupted, failed or blocked step",
+                    state.as_str()
+                )));
+            }
+            if retry[i] {
+                return Err(SchedulerError::Decision(format!(
+                    "step `{id}` is given both --retry and --skip; choose one"
+                )));
+            }
+            skip[i] = Some(reason.clone());
+        }
+        if let Some((id, reason)) = &d.approve {
+            let i = self.step_index(id)?;
+            if !matches!(self.plan.steps[i].body, Body::Approval { .. }) {
+                return Err(SchedulerError::Decision(format!(
+                    "step `{id}` is a {} step, not an approval",
+                    self.plan.steps[i].body.kind()
+                )));
+            }
+            if self.records[i].state == StepState::Succeeded {
+                return Err(SchedulerError::Decision(format!(
+                    "step `{id}` was approved already"
+                )));
+            }
+            self.run.approvals.insert(
+                id.clone(),
+                Approval {
+                    at: Utc::now(),
+                    reason: reason.clone(),
+                    by: d.by.clone(),
+                },
+            );
+            self.change.run = Some(self.run.clone());
+            self.change.events.push(EventKind::Approved {
+                step: id.clone(),
+                reason: reason.clone(),
+                by: d.by.clone(),
+            });
+        }
+
+        // Which steps start over, and so everything downstream of them too.
+        let mut reset = vec![false; self.records.len()];
+        let plan = Arc::clone(&self.plan);
+        for i in 0..self.records.len() {
+            let step = &plan.steps[i];
+            let record = self.records[i].clone();
+            if let Some(reason) = skip[i].take() {
+                self.change.events.push(EventKind::Vouched {
+                    step: step.id.clone(),
+                    reason: reason.clone(),
+                });
+                let mut r = record;
+                r.state = StepState::Succeeded;
+                r.reason = Some(format!("vouched by {}: {reason}", d.by));
+                r.ended_at = Some(Utc::now());
+                r.repairing = false;
+                self.set(i, r, true);
+                reset[i] = true;
+                continue;
+            }
+            let again = match record.state {
+                StepState::Running if step.idempotent || retry[i] => true,
+                StepState::Running => {
+                    let mut r = record;
+                    r.state = StepState::Interrupted;
+                    r.repairing = false;
+                    r.reason = Some(format!(
+                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then `kpilot resume {} --retry {}` or `--skip {} --reason TEXT`",
+                        r.attempts, self.run.id, step.id, step.id
+                    ));
+                    self.set(i, r, true);
+                    false
+                }
+                StepState::Interrupted => retry[i],
+                StepState::Failed | StepState::Blocked => true,
+                StepState::Skipped => matches!(record.skip, Some(SkipCause::Need { .. })),
+                StepState::Pending | StepState::Succeeded => false,
+            };
+            if retry[i] {
+                self.change.events.push(EventKind::Retried {
+                    step: step.id.clone(),
+                });
+            }
+            if again {
+                reset[i] = true;
+            }
+        }
+        let roots: Vec<usize> = (0..reset.len()).filter(|&i| reset[i]).collect();
+        for root in roots {
+            for j in self.plan.dag.descendants(root) {
+                reset[j] = true;
+            }
+        }
+        for (i, again) in reset.into_iter().enumerate() {
+            let state = self.records[i].state;
+            let keep = matches!(
+                state,
+                StepState::Succeeded | StepState::Interrupted | StepState::Pending
+            );
+            if again && !keep {
+                let mut r = self.records[i].clone();
+                r.state = StepState::Pending;
+                r.reason = None;
+                r.skip = None;
+                r.ended_at = None;
+                r.repairing = false;
+                self.set(i, r, true);
+            }
+        }
+        Ok(())
+    }
+
+    async fn drive(&mut self) -> Result<RunOutcome, SchedulerError> {
+        for i in 0..self.records.len() {
+            self.waiting[i] = self.plan.steps[i]
+                .needs
+                .iter()
+                .filter(|n| !self.records[n.step].state.is_final())
+                .count();
+        }
+        let order = self.plan.dag.order().to_vec();
+        for i in order.into_iter().rev() {
+            // Repair steps run only on behalf of a failed step.
+            let repair = self.plan.steps[i].phase == Phase::Repair;
+            if !repair && self.records[i].state == StepState::Pending && self.waiting[i] == 0 {
+                self.to_decide.push(i);
+            }
+        }
+        let mut signals = Signals::new();
+        let mut stopped_by = None;
+        loop {
+            self.settle();
+            self.start_ready();
+            self.commit()?;
+            for attempt in self.starting.drain(..) {
+                self.in_flight.spawn(attempt);
+            }
+            if self.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                done = self.in_flight.join_next() => {
+                    if let Some(done) = done {
+                        self.handle_join(done);
+                    }
+                    while let Some(done) = self.in_flight.try_join_next() {
+                        self.handle_join(done);
+                    }
+                }
+                name = signals.recv() => {
+                    stopped_by = Some(name);
+                    self.stop(name);
+                    break;
+                }
+            }
+        }
+        self.finish(stopped_by)
+    }
+
+    fn handle_join(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        match done {
+            Ok(Done::Attempt {
+                step,
+                attempt,
+                output,
+            }) => {
+                self.executing -= 1;
+                self.attempt_ended(step, attempt, output);
+            }
+            Ok(Done::Repair {
+                step,
+                repair,
+                attempt,
+                output,
+            }) => {
+                self.executing -= 1;
+                self.repair_ended(step, repair, attempt, output);
+            }
+            Ok(Done::RetryDue { step }) => self.ready.push_back(step),
+            Err(e) => {
+                // A task that panicked: its step cannot be identified from the
+                // join error, so the run is left for resume to sort out.
+                tracing::error!(error = %e, "a step's task panicked");
+            }
+        }
+    }
+
+    /// Decides every step whose needs became final, and theirs in turn.
+    fn settle(&mut self) {
+        while let Some(i) = self.to_decide.pop() {
+            if self.records[i].state == StepState::Pending {
+                self.decide(i);
+            }
+        }
+    }
+
+    /// Decides a pending step whose needs are all final.
+    fn decide(&mut self, i: usize) {
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.steps[i];
+        let mut unmet: Option<(StepId, StepState)> = None;
+        let mut gate_failure: Option<String> = None;
+        for need in &step.needs {
+            let r = &self.records[need.step];
+            let id = &self.plan.steps[need.step].id;
+            let met = match need.on {
+                NeedOn::Success => r.state == StepState::Succeeded,
+                NeedOn::Failure => r.state == StepState::Failed,
+                NeedOn::Always => true,
+            };
+            let skipped_by_condition =
+                r.state == StepState::Skipped && r.skip == Some(SkipCause::Condition);
+            if matches!(step.body, Body::Gate) && need.on == NeedOn::Success {
+                if !met && !skipped_by_condition && gate_failure.is_none() {
+                    gate_failure = Some(match r.state {
+                        StepState::Failed => format!(
+                            "`{id}` failed: {}",
+                            r.reason.as_deref().unwrap_or("no reason recorded")
+                        ),
+                        _ => format!("`{id}` was skipped because what it needed failed"),
+                    });
+                }
+                continue;
+            }
+            if !met && unmet.is_none() {
+                unmet = Some((id.clone(), r.state));
+            }
+        }
+        let mut r = self.records[i].clone();
+        r.ended_at = Some(Utc::now());
+        if let Some((need, state)) = unmet {
+            r.state = StepState::Skipped;
+            r.reason = Some(format!(
+                "its need on `{need}` was not met (`{need}` {})",
+                state.as_str()
+            ));
+            r.skip = Some(SkipCause::Need { step: need });
+            return self.finalize(i, r);
+        }
+        if let Some(when) = &step.when {
+            let steps = self.steps_json(i);
+            match when.eval_bool(&[("params", &self.params_json), ("steps", &steps)]) {
+                Ok(true) => {}
+                Ok(false) => {
+                    r.state = StepState::Skipped;
+                    r.reason = Some(format!("when `{}` is false", when.source()));
+                    r.skip = Some(SkipCause::Condition);
+                    return self.finalize(i, r);
+                }
+                Err(e) => {
+                    r.state = StepState::Failed;
+                    r.reason = Some(format!("when could not be evaluated: {e}"));
+                    return self.finalize(i, r);
+                }
+            }
+        }
+        match &step.body {
+            Body::Gate => match gate_failure {
+                Some(why) => {
+                    r.state = StepState::Blocked;
+                    r.reason = Some(format!(
+                        "gate closed: {why}; fix the cause, then `kpilot resume {}`",
+                        self.run.id
+                    ));
+                    self.set(i, r, true);
+                }
+                None => {
+                    r.state = StepState::Succeeded;
+                    r.reason = None;
+                    self.finalize(i, r);
+                }
+            },
+            Body::Approval { message } => match self.run.approvals.get(&step.id) {
+                Some(a) => {
+                    r.state = StepState::Succeeded;
+                    r.reason = Some(format!(
+                        "approved by {}{}",
+                        a.by,
+                        a.reason
+                            .as_ref()
+                            .map(|x| format!(": {x}"))
+                            .unwrap_or_default()
+                    ));
+                    self.finalize(i, r);
+                }
+                None => {
+                    r.state = StepState::Blocked;
+                    r.reason = Some(format!(
+                        "awaiting approval: {message} (`kpilot approve {} {}`)",
+                        self.run.id, step.id
+                    ));
+                    self.set(i, r, true);
+                }
+            },
+            Body::Task { .. } => {
+                self.retries_used[i] = 0;
+                self.repaired[i] = false;
+                self.ready.push_back(i);
+            }
+        }
+    }
+
+    /// `steps` for a `when`: every step upstream of `i`, with its state and output.
+    fn steps_json(&self, i: usize) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for j in self.plan.dag.ancestors(i) {
+            let r = &self.records[j];
+            map.insert(
+                self.plan.steps[j].id.to_string(),
+                serde_json::json!({
+                    "state": r.state.as_str(),
+                    "output": r.output,
+                    "exitCode": r.exit_code,
+                }),
+            );
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// Records a final state and lets dependents whose needs are now final be decided.
+    fn finalize(&mut self, i: usize, record: StepRecord) {
+        self.set(i, record, true);
+        for k in 0..self.dependents[i].len() {
+            let d = self.dependents[i][k];
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 && self.records[d].state == StepState::Pending {
+                self.to_decide.push(d);
+            }
+        }
+    }
+
+    fn start_ready(&mut self) {
+        while self.executing < self.plan.concurrency {
+            let Some(i) = self.ready.pop_front() else {
+                break;
+            };
+            let mut r = self.records[i].clone();
+            r.attempts += 1;
+            r.state = StepState::Running;
+            r.started_at.get_or_insert_with(Utc::now);
+            r.ended_at = None;
+            r.reason = None;
+            let attempt = r.attempts;
+            self.change.events.push(EventKind::AttemptStarted {
+                step: self.plan.steps[i].id.clone(),
+                instance: INSTANCE(),
+                attempt,
+            });
+            self.set(i, r, false);
+            self.spawn(i, None, attempt);
+        }
+    }
+
+    /// Prepares an attempt of step `i`, or of `repair` on behalf of `i`. The
+    /// caller has put the attempt's start in `self.change`; the attempt is
+    /// launched only after that change is committed.
+    fn spawn(&mut self, i: usize, repair: Option<usize>, attempt: u32) {
+        let target = repair.unwrap_or(i);
+        let step = &self.plan.steps[target];
+        let Body::Task { task, .. } = &step.body else {
+            return;
+        };
+        let ctx = TaskContext {
+            run_id: self.run.id.clone(),
+            step_id: step.id.clone(),
+            instance: INSTANCE(),
+            attempt,
+            params: Arc::clone(&self.params),
+            workdir: self.run.workdir.clone(),
+        };
+        let timeout = step.timeout;
+        let span = tracing::info_span!(
+            "step",
+            run.id = %self.run.id,
+            step.id = %step.id,
+            attempt,
+            instance = %ctx.instance,
+        );
+        let run = self.executor.run(Arc::clone(task), ctx);
+        self.executing += 1;
+        self.starting.push(Box::pin(
+            async move {
+                tracing::debug!("attempt started");
+                let output = match timeout {
+                    Some(limit) => match tokio::time::timeout(limit, run).await {
+                        Ok(output) => output,
+                        Err(_) => TaskOutput::failed(format!(
+                            "timeout: no result after {}; its process group was killed",
+                            humantime::format_duration(limit)
+                        )),
+                    },
+                    None => run.await,
+                };
+                tracing::debug!(failure = ?output.failure, "attempt ended");
+                match repair {
+                    Some(repair) => Done::Repair {
+                        step: i,
+                        repair,
+                        attempt,
+                        output,
+                    },
+                    None => Done::Attempt {
+                        step: i,
+                        attempt,
+                        output,
+                    },
+                }
+            }
+            .instrument(span),
+        ));
+    }
+
+    fn keep_output(&mut self, i: usize, attempt: u32, output: &TaskOutput) {
+        if output.stdout.is_empty() && output.stderr.is_empty() && output.exit_code.is_none() {
+            return;
+        }
+        self.change.outputs.push((
+            self.plan.steps[i].id.clone(),
+            INSTANCE(),
+            attempt,
+            StoredOutput {
+                stdout: output.stdout.clone(),
+                stderr: output.stderr.clone(),
+                exit_code: output.exit_code,
+            },
+        ));
+    }
+
+    fn attempt_ended(&mut self, i: usize, attempt: u32, output: TaskOutput) {
+        self.keep_output(i, attempt, &output);
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.steps[i];
+        self.change.events.push(EventKind::AttemptEnded {
+            step: step.id.clone(),
+            instance: INSTANCE(),
+            attempt,
+            succeeded: output.failure.is_none(),
+            exit_code: output.exit_code,
+            reason: output.failure.clone(),
+        });
+        let mut r = self.records[i].clone();
+        r.exit_code = output.exit_code;
+        let Some(failure) = output.failure else {
+            r.state = StepState::Succeeded;
+            r.reason = self.repaired[i].then(|| {
+                format!(
+                    "passed after repair by `{}`",
+                    step.repair
+                        .map(|j| self.plan.steps[j].id.to_string())
+                        .unwrap_or_default()
+                )
+            });
+            r.output = output.output;
+            r.ended_at = Some(Utc::now());
+            return self.finalize(i, r);
+        };
+        let retry = step.retry.filter(|p| self.retries_used[i] < p.limit);
+        if let (Some(policy), false) = (retry, self.repaired[i]) {
+            let delay = policy
+                .delays()
+                .nth(self.retries_used[i] as usize)
+                .unwrap_or(policy.max);
+            self.retries_used[i] += 1;
+            r.reason = Some(format!(
+                "attempt {attempt} failed ({failure}); retrying in {}",
+                humantime::format_duration(delay)
+            ));
+            self.set(i, r, false);
+            self.in_flight.spawn(async move {
+                tokio::time::sleep(delay).await;
+                Done::RetryDue { step: i }
+            });
+            return;
+        }
+        if let (Some(repair), false) = (step.repair, self.repaired[i]) {
+            self.repaired[i] = true;
+            r.repairing = true;
+            r.reason = Some(format!(
+                "failed ({failure}); repairing with `{}`",
+                self.plan.steps[repair].id
+            ));
+            self.set(i, r, true);
+            let mut rr = self.records[repair].clone();
+            rr.attempts += 1;
+            rr.state = StepState::Running;
+            rr.started_at.get_or_insert_with(Utc::now);
+            rr.ended_at = None;
+            rr.reason = Some(format!("repairing `{}`", self.plan.steps[i].id));
+            let repair_attempt = rr.attempts;
+            self.change.events.push(EventKind::AttemptStarted {
+                step: self.plan.steps[repair].id.clone(),
+                instance: INSTANCE(),
+                attempt: repair_attempt,
+            });
+            self.set(repair, rr, false);
+            self.spawn(i, Some(repair), repair_attempt);
+            return;
+        }
+        r.state = StepState::Failed;
+        r.repairing = false;
+        r.reason = Some(if self.repaired[i] {
+            format!("still failing after repair: {failure}")
+        } else {
+            failure
+        });
+        r.ended_at = Some(Utc::now());
+        self.finalize(i, r);
+    }
+
+    fn repair_ended(&mut self, i: usize, repair: usize, attempt: u32, output: TaskOutput) {
+        self.keep_output(repair, attempt, &output);
+        let repair_id = self.plan.steps[repair].id.clone();
+        self.change.events.push(EventKind::AttemptEnded {
+            step: repair_id.clone(),
+            instance: INSTANCE(),
+            attempt,
+            succeeded: output.failure.is_none(),
+            exit_code: output.exit_code,
+            reason: output.failure.clone(),
+        });
+        let mut rr = self.records[repair].clone();
+        rr.exit_code = output.exit_code;
+        rr.ended_at = Some(Utc::now());
+        let mut r = self.records[i].clone();
+        r.repairing = false;
+        match output.failure {
+            None => {
+                rr.state = StepState::Succeeded;
+                rr.reason = Some(format!("repaired `{}`", self.plan.steps[i].id));
+                self.set(repair, rr, true);
+                // The recheck: one more attempt of the repaired step.
+                r.attempts += 1;
+                r.state = StepState::Running;
+                r.reason = Some(format!("rechecking after repair by `{repair_id}`"));
+                let attempt = r.attempts;
+                self.change.events.push(EventKind::AttemptStarted {
+                    step: self.plan.steps[i].id.clone(),
+                    instance: INSTANCE(),
+                    attempt,
+                });
+                self.set(i, r, false);
+                self.spawn(i, None, attempt);
+            }
+            Some(failure) => {
+                rr.state = StepState::Failed;
+                rr.reason = Some(failure.clone());
+                self.set(repair, rr, true);
+                r.state = StepState::Failed;
+                r.reason = Some(format!("its repair `{repair_id}` failed: {failure}"));
+                r.ended_at = Some(Utc::now());
+                self.finalize(i, r);
+            }
+        }
+    }
+
+    /// A signal arrived: stop every attempt (dropping a task kills its
+    /// processes) and record what was cut short.
+    fn stop(&mut self, signal: &'static str) {
+        self.in_flight.abort_all();
+        let plan = Arc::clone(&self.plan);
+        for i in 0..self.records.len() {
+            if self.records[i].state != StepState::Running {
+                continue;
+            }
+            let step = &plan.steps[i];
+            let mut r = self.records[i].clone();
+            r.repairing = false;
+            if step.idempotent {
+                r.state = StepState::Pending;
+                r.reason = Some(format!("kpilot received {signal}; it runs again on resume"));
+            } else {
+                r.state = StepState::Interrupted;
+                r.reason = Some(format!(
+                    "kpilot received {signal} during attempt {} and the step is not idempotent; check its effect, then `kpilot resume {} --retry {}` or `--skip {} --reason TEXT`",
+                    r.attempts, self.run.id, step.id, step.id
+                ));
+            }
+            self.set(i, r, true);
+        }
+    }
+
+    fn finish(&mut self, stopped_by: Option<&'static str>) -> Result<RunOutcome, SchedulerError> {
+        let any = |s: StepState| self.records.iter().any(|r| r.state == s);
+        let waiting = self
+            .records
+            .iter()
+            .zip(&self.plan.steps)
+            .any(|(r, step)| r.state == StepState::Pending && step.phase != Phase::Repair);
+        let state = if stopped_by.is_some()
+            || any(StepState::Blocked)
+            || any(StepState::Interrupted)
+            || waiting
+        {
+            RunState::Blocked
+        } else if any(StepState::Failed) {
+            RunState::Failed
+        } else {
+            RunState::Succeeded
+        };
+        self.run.state = state;
+        self.run.updated_at = Utc::now();
+        self.change.run = Some(self.run.clone());
+        self.change.events.push(EventKind::RunEnded { state });
+        self.commit()?;
+        self.store.write_snapshot()?;
+        Ok(RunOutcome { state, stopped_by })
+    }
+
+    fn commit(&mut self) -> Result<(), SchedulerError> {
+        if self.change.is_empty() {
+            return Ok(());
+        }
+        let change = std::mem::take(&mut self.change);
+        let events = change.events.clone();
+        self.store.commit(change)?;
+        for event in &events {
+            self.observer.event(&self.plan, event);
+        }
+        if self.last_snapshot.elapsed() > Duration::from_secs(1) {
+            self.store.write_snapshot()?;
+            self.last_snapshot = Instant::now();
+        }
+        Ok(())
+    }
+}
+
+/// SIGINT and SIGTERM, as a future the scheduler can wait on.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.int) => "SIGINT",
+            _ = next(&mut self.term) => "SIGTERM",
+        }
+    }
+}

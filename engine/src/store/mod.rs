@@ -1,0 +1,399 @@
+//! The run store: one embedded sled database per run, owned by one process at a time.
+//!
+//! Each sled tree has a module of its own: [`runs`], [`steps`], [`journal`] and
+//! [`outputs`]. Writers describe what changed in a [`Change`]; [`RunStore::commit`]
+//! applies it in one transaction and makes it durable before returning, so the
+//! scheduler can announce a side effect only after it is on disk.
+
+pub mod journal;
+pub mod outputs;
+pub mod runs;
+pub mod steps;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{TransactionError, Transactional};
+
+use crate::id::{InstanceId, RunId, StepId};
+use crate::state::{Event, EventKind, RunRecord, StepRecord};
+
+pub use outputs::StoredOutput;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No run has this id in the state directory.
+    #[error("no run `{id}` in {dir}; `kpilot runs` lists the runs there")]
+    NoSuchRun {
+        /// The id asked for.
+        id: RunId,
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// A run with this id exists already.
+    #[error(
+        "a run `{id}` already exists in {dir}; choose another --run-id, or `kpilot resume {id}`"
+    )]
+    RunExists {
+        /// The id asked for.
+        id: RunId,
+        /// The state directory.
+        dir: PathBuf,
+    },
+    /// Another process holds the run.
+    #[error("run `{id}` is being driven by another process{}; wait for it to end, or stop it, then try again", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy {
+        /// The run.
+        id: RunId,
+        /// The process holding it, when it wrote its pid.
+        pid: Option<u32>,
+    },
+    /// File system trouble around the database.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// sled failed.
+    #[error("run database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record does not decode: the store was written by another version or damaged.
+    #[error("stored record {key} does not decode: {source}")]
+    Decode {
+        /// Which record.
+        key: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Shorthand for store results.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The directory holding every run (`--state-dir`).
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// A state directory at `root`; nothing is created until a run is.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// Where the state directory is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn run_dir(&self, id: &RunId) -> PathBuf {
+        self.root.join("runs").join(id.as_str())
+    }
+
+    /// The ids of every run, sorted.
+    pub fn list(&self) -> Result<Vec<RunId>> {
+        let dir = self.root.join("runs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            if let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| RunId::parse(n).ok())
+            {
+                if entry.path().join("db").exists() {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The last snapshot the driving process wrote, for reading a run that
+    /// another process holds.
+    pub fn snapshot(&self, id: &RunId) -> Result<Option<Snapshot>> {
+        let path = self.run_dir(id).join("snapshot.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Decode {
+                        key: path.display().to_string(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+}
+
+/// A run and its steps as of some moment, written as JSON beside the database
+/// so that other processes can read a run that is being driven.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// The run.
+    pub run: RunRecord,
+    /// Every step instance.
+    pub steps: Vec<(StepId, InstanceId, StepRecord)>,
+}
+
+/// Everything one commit changes.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// The run record, when it changed.
+    pub run: Option<RunRecord>,
+    /// Step records that changed.
+    pub steps: Vec<(StepId, InstanceId, StepRecord)>,
+    /// Events to append to the journal.
+    pub events: Vec<EventKind>,
+    /// Output of ended attempts.
+    pub outputs: Vec<(StepId, InstanceId, u32, StoredOutput)>,
+}
+
+impl Change {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.run.is_none()
+            && self.steps.is_empty()
+            && self.events.is_empty()
+            && self.outputs.is_empty()
+    }
+}
+
+/// An open run, held by this process until dropped.
+pub struct RunStore {
+    id: RunId,
+    dir: PathBuf,
+    db: sled::Db,
+    runs: sled::Tree,
+    steps: sled::Tree,
+    journal: sled::Tree,
+    outputs: sled::Tree,
+    next_seq: u64,
+    _lock: File,
+}
+
+impl std::fmt::Debug for RunStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunStore")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+impl RunStore {
+    /// Creates a run; fails if one with the same id exists.
+    pub fn create(state: &StateDir, record: &RunRecord) -> Result<Self> {
+        let dir = state.run_dir(&record.id);
+        if dir.join("db").exists() {
+            return Err(StoreError::RunExists {
+                id: record.id.clone(),
+                dir: state.root.clone(),
+            });
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut store = Self::open_dir(record.id.clone(), dir)?;
+        store.commit(Change {
+            run: Some(record.clone()),
+            events: vec![EventKind::RunCreated {
+                workflow: record.workflow.clone(),
+            }],
+            ..Change::default()
+        })?;
+        Ok(store)
+    }
+
+    /// Opens an existing run and takes it; fails at once if another process holds it.
+    pub fn open(state: &StateDir, id: &RunId) -> Result<Self> {
+        let dir = state.run_dir(id);
+        if !dir.join("db").exists() {
+            return Err(StoreError::NoSuchRun {
+                id: id.clone(),
+                dir: state.root.clone(),
+            });
+        }
+        Self::open_dir(id.clone(), dir)
+    }
+
+    fn open_dir(id: RunId, dir: PathBuf) -> Result<Self> {
+        let lock_path = dir.join("lock");
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = lock.read_to_string(&mut text);
+                return Err(StoreError::Busy {
+                    id,
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        lock.set_len(0).map_err(io_err(&lock_path))?;
+        lock.rewind().map_err(io_err(&lock_path))?;
+        write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(32 * 1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let runs = db.open_tree("runs")?;
+        let steps = db.open_tree("steps")?;
+        let journal = db.open_tree("journal")?;
+        let outputs = db.open_tree("outputs")?;
+        let next_seq = journal::next_seq(&journal, &id)?;
+        Ok(RunStore {
+            id,
+            dir,
+            db,
+            runs,
+            steps,
+            journal,
+            outputs,
+            next_seq,
+            _lock: lock,
+        })
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> &RunId {
+        &self.id
+    }
+
+    /// The run record.
+    pub fn run(&self) -> Result<RunRecord> {
+        runs::get(&self.runs, &self.id)?.ok_or_else(|| StoreError::NoSuchRun {
+            id: self.id.clone(),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Every step instance's record, sorted by step and instance.
+    pub fn steps(&self) -> Result<Vec<(StepId, InstanceId, StepRecord)>> {
+        steps::scan(&self.steps, &self.id)
+    }
+
+    /// The journal, oldest first.
+    pub fn journal(&self) -> Result<Vec<Event>> {
+        journal::scan(&self.journal, &self.id)
+    }
+
+    /// The kept output of one attempt.
+    pub fn output(
+        &self,
+        step: &StepId,
+        instance: &InstanceId,
+        attempt: u32,
+    ) -> Result<Option<StoredOutput>> {
+        outputs::get(&self.outputs, &self.id, step, instance, attempt)
+    }
+
+    /// Applies `change` in one transaction and flushes it to disk.
+    pub fn commit(&mut self, change: Change) -> Result<()> {
+        if change.is_empty() {
+            return Ok(());
+        }
+        let now = chrono::Utc::now();
+        let first_seq = self.next_seq;
+        let events: Vec<Event> = change
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event {
+                seq: first_seq + i as u64,
+                at: now,
+                kind,
+            })
+            .collect();
+        let id = &self.id;
+        let result = (&self.runs, &self.steps, &self.journal, &self.outputs).transaction(
+            |(tr, ts, tj, to)| {
+                if let Some(run) = &change.run {
+                    runs::put(tr, run)?;
+                }
+                for (step, instance, record) in &change.steps {
+                    steps::put(ts, id, step, instance, record)?;
+                }
+                for event in &events {
+                    journal::put(tj, id, event)?;
+                }
+                for (step, instance, attempt, output) in &change.outputs {
+                    outputs::put(to, id, step, instance, *attempt, output)?;
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        }
+        self.next_seq = first_seq + events.len() as u64;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Writes the current run and steps as `snapshot.json`, replacing the last one.
+    pub fn write_snapshot(&self) -> Result<()> {
+        let snapshot = Snapshot {
+            run: self.run()?,
+            steps: self.steps()?,
+        };
+        let path = self.dir.join("snapshot.json");
+        let tmp = self.dir.join("snapshot.json.tmp");
+        let bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::Decode {
+            key: "snapshot".into(),
+            source,
+        })?;
+        std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        Ok(())
+    }
+}
+
+fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| StoreError::Decode {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(key).replace('\0', "/"),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+use super::*;
+use crate::state::{RunState, StepState};
+
+fn record(id: &RunId) -> RunRecord {
+    RunRecord {
+        id: id.clone(),
+        workflow: "w".into(),
+        file: "w.yaml".into(),
+        source: "apiVersion: kpilot/v1".into(),
+        params: Default::default(),
+        workdir: "/".into(),
+        created_at: chrono::Utc::now(),
+        updated_at: chrono::Utc::now(),
+        state: RunState::Running,
+        approvals: Default::default(),
+    }
+}
+
+#[test]
+fn commits_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r1").expect("id");
+    let step = StepId::parse("a").expect("id");
+    {
+        let mut store = RunStore::create(&state, &record(&id)).expect("create");
+        let mut rec = StepRecord::pending();
+        rec.state = StepState::Succeeded;
+        store
+            .commit(Change {
+                steps: vec![(step.clone(), InstanceId::global(), rec)],
+                events: vec![EventKind::Retried { step: step.clone() }],
+                outputs: vec![(
+                    step.clone(),
+                    InstanceId::global(),
+                    1,
+                    StoredOutput {
+                        stdout: b"hi".to_vec(),
+                        stderr: vec![],
+                        exit_code: Some(0),
+                    },
+                )],
+                ..Change::default()
+            })
+            .expect("commit");
+    }
+    let store = RunStore::open(&state, &id).expect("open");
+    let steps = store.steps().expect("steps");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].2.state, StepState::Succeeded);
+    let journal = store.journal().expect("journal");
+    assert_eq!(journal.len(), 2);
+    assert_eq!(journal[1].seq, 1);
+    let out = store
+        .output(&step, &InstanceId::global(), 1)
+        .expect("read")
+        .expect("kept");
+    assert_eq!(out.stdout, b"hi");
+    assert_eq!(state.list().expect("list"), vec![id]);
+}
+
+#[test]
+fn a_second_holder_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r2").expect("id");
+    let _held = RunStore::create(&state, &record(&id)).expect("create");
+    match RunStore::open(&state, &id) {
+        Err(StoreError::Busy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+}

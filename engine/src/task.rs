@@ -1,0 +1,118 @@
+//! The interface between the engine and what a step body does.
+//!
+//! The engine knows only gates and approvals itself. Every other body kind
+//! (`command`, `script`, and later `check` or `trace`) is a [`TaskKind`]
+//! registered in a [`TaskRegistry`] by the crate that implements it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::id::{InstanceId, RunId, StepId};
+
+/// What a task needs to know about the attempt it runs.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The run the step belongs to.
+    pub run_id: RunId,
+    /// The step.
+    pub step_id: StepId,
+    /// Where the step runs: `global` or a node.
+    pub instance: InstanceId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The run's params, defaults filled in.
+    pub params: Arc<BTreeMap<String, String>>,
+    /// The directory processes start in: where the run was started.
+    pub workdir: PathBuf,
+}
+
+/// What one attempt of a task produced.
+#[derive(Debug, Clone, Default)]
+pub struct TaskOutput {
+    /// `None` when the attempt succeeded, else why it failed.
+    pub failure: Option<String>,
+    /// The exit code of the step's process, when it had one.
+    pub exit_code: Option<i32>,
+    /// The last [`OUTPUT_TAIL`] bytes of standard output.
+    pub stdout: Vec<u8>,
+    /// The last [`OUTPUT_TAIL`] bytes of standard error.
+    pub stderr: Vec<u8>,
+    /// Structured output, visible to later steps as `steps.ID.output`.
+    pub output: Option<serde_json::Value>,
+}
+
+/// How much of a step's output is kept with the run: the last 64 KiB.
+pub const OUTPUT_TAIL: usize = 64 * 1024;
+
+impl TaskOutput {
+    /// An attempt that failed before producing anything.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        TaskOutput {
+            failure: Some(reason.into()),
+            ..TaskOutput::default()
+        }
+    }
+}
+
+/// A parsed step body, ready to run any number of times.
+#[async_trait]
+pub trait Task: Send + Sync + fmt::Debug {
+    /// Runs one attempt. Dropping the future must stop everything the attempt
+    /// started: that is how timeouts and cancellation reach it.
+    async fn run(&self, ctx: &TaskContext) -> TaskOutput;
+}
+
+/// What a task kind may look at while it parses a body.
+#[derive(Debug)]
+pub struct ParseContext<'a> {
+    /// The step whose body this is.
+    pub step_id: &'a str,
+    /// The names of the workflow's params.
+    pub params: &'a [String],
+}
+
+/// A body kind: its YAML key, and how to parse a body of it into a [`Task`].
+pub trait TaskKind: Send + Sync {
+    /// The key of the body in a step (`command`, `script`, ...).
+    fn name(&self) -> &'static str;
+    /// Whether a step of this kind may be re-run after a crash without a person deciding.
+    fn idempotent_by_default(&self) -> bool;
+    /// Parses a body; the error says what is wrong and what to write instead.
+    fn parse(
+        &self,
+        body: &serde_yaml::Value,
+        ctx: &ParseContext<'_>,
+    ) -> Result<Arc<dyn Task>, String>;
+}
+
+/// The task kinds a workflow may use.
+#[derive(Default)]
+pub struct TaskRegistry {
+    kinds: BTreeMap<&'static str, Box<dyn TaskKind>>,
+}
+
+impl TaskRegistry {
+    /// A registry with no kinds: only gates and approvals are known.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a kind; a later kind with the same name replaces the earlier one.
+    pub fn register(&mut self, kind: Box<dyn TaskKind>) {
+        self.kinds.insert(kind.name(), kind);
+    }
+
+    /// The kind for a body key.
+    pub fn get(&self, name: &str) -> Option<&dyn TaskKind> {
+        self.kinds.get(name).map(|k| k.as_ref())
+    }
+
+    /// The names of all kinds, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.keys().copied().collect()
+    }
+}

@@ -1,0 +1,62 @@
+//! `kpilot logs RUN STEP`: what an attempt of a step printed.
+
+use std::io::Write as _;
+
+use clap::Args;
+use kpilot_engine::store::{RunStore, StoreError};
+use kpilot_engine::{InstanceId, RunId, StepId};
+
+use super::{StateArgs, Usage};
+use crate::Exit;
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run's id.
+    run: String,
+    /// The step.
+    step: String,
+    /// Which attempt [default: the last].
+    #[arg(long)]
+    attempt: Option<u32>,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+pub fn logs(args: LogsArgs) -> anyhow::Result<Exit> {
+    let id = RunId::parse(&args.run).map_err(Usage)?;
+    let step = StepId::parse(&args.step).map_err(Usage)?;
+    let state_dir = args.state.state_dir()?;
+    let store = match RunStore::open(&state_dir, &id) {
+        Ok(s) => s,
+        Err(StoreError::Busy { pid, .. }) => {
+            return Err(Usage(format!(
+                "run {id} is being driven by another process{}; its logs can be read when it ends",
+                pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+            ))
+            .into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let instance = InstanceId::global();
+    let record = store
+        .steps()?
+        .into_iter()
+        .find(|(s, i, _)| s == &step && i == &instance)
+        .map(|(_, _, r)| r)
+        .ok_or_else(|| Usage(format!("step `{step}` has not run in run {id}")))?;
+    let attempt = args.attempt.unwrap_or(record.attempts);
+    if attempt == 0 || attempt > record.attempts {
+        return Err(Usage(format!(
+            "step `{step}` has {} attempt(s); --attempt {attempt} is not one of them",
+            record.attempts
+        ))
+        .into());
+    }
+    let Some(output) = store.output(&step, &instance, attempt)? else {
+        eprintln!("kpilot: attempt {attempt} of `{step}` printed nothing");
+        return Ok(Exit::Passed);
+    };
+    std::io::stdout().write_all(&output.stdout)?;
+    std::io::stderr().write_all(&output.stderr)?;
+    Ok(Exit::Passed)
+}

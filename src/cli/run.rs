@@ -1,0 +1,73 @@
+//! `kpilot run FILE`: validate, create the run, drive it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use kpilot_engine::state::{RunRecord, RunState};
+use kpilot_engine::store::RunStore;
+use kpilot_engine::RunId;
+
+use super::{exit_for, load, StateArgs, Usage};
+use crate::{progress::Progress, render, Exit};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workflow file.
+    file: PathBuf,
+    /// Set a param: NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// The run's id [default: the workflow's name, the time and a random suffix].
+    #[arg(long)]
+    run_id: Option<String>,
+    #[command(flatten)]
+    state: StateArgs,
+}
+
+/// Splits `NAME=VALUE` arguments.
+pub fn parse_params(args: &[String]) -> Result<Vec<(String, String)>, Usage> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(Usage(format!("--param `{a}` is not NAME=VALUE"))),
+        })
+        .collect()
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+    let (source, plan) = load(&args.file)?;
+    let overrides = parse_params(&args.params)?;
+    let params = plan.bind_params(&source, &overrides)?;
+    let id = match &args.run_id {
+        Some(id) => RunId::parse(id).map_err(Usage)?,
+        None => RunId::generate(&plan.name),
+    };
+    let state_dir = args.state.state_dir()?;
+    let now = chrono::Utc::now();
+    let record = RunRecord {
+        id: id.clone(),
+        workflow: plan.name.clone(),
+        file: args.file.clone(),
+        source: source.text.clone(),
+        params,
+        workdir: std::env::current_dir()
+            .map_err(|e| Usage(format!("the current directory cannot be read: {e}")))?,
+        created_at: now,
+        updated_at: now,
+        state: RunState::Running,
+        approvals: Default::default(),
+    };
+    let store = RunStore::create(&state_dir, &record)?;
+    eprintln!(
+        "kpilot: run {id} of workflow `{}` ({} steps)",
+        plan.name,
+        plan.steps.len()
+    );
+    let plan = Arc::new(plan);
+    let progress = Progress::new(&plan);
+    let outcome = kpilot_engine::scheduler::start(Arc::clone(&plan), store, &progress).await?;
+    progress.finish();
+    render::outcome(&state_dir, &id, &outcome)?;
+    Ok(exit_for(outcome.state))
+}

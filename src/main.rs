@@ -1,0 +1,59 @@
+//! The `kpilot` command: parses arguments, runs the verb, prints, and maps
+//! the result to an exit code in one place.
+
+mod cli;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// What a verb ended with, as the exit code a script can rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: everything passed.
+    Passed = 0,
+    /// 1: a step or check failed.
+    Failed = 1,
+    /// 2: bad input or usage.
+    BadInput = 2,
+    /// 3: the run is blocked and waits on a person.
+    Blocked = 3,
+    /// 4: kpilot itself failed (state store, I/O).
+    Internal = 4,
+}
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kpilot: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Internal as u8);
+        }
+    };
+    let exit = match runtime.block_on(cli::dispatch(args)) {
+        Ok(exit) => exit,
+        Err(e) => {
+            let exit = cli::classify(&e);
+            eprintln!("kpilot: {e:#}");
+            exit
+        }
+    };
+    ExitCode::from(exit as u8)
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

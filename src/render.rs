@@ -1,0 +1,230 @@
+//! How runs look on a terminal and in JSON.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use kpilot_engine::scheduler::RunOutcome;
+use kpilot_engine::state::{RunRecord, RunState, StepRecord, StepState};
+use kpilot_engine::store::{RunStore, StateDir, StoreError};
+use kpilot_engine::{InstanceId, RunId};
+
+/// One row of a run's status.
+pub struct Row {
+    pub id: String,
+    pub phase: String,
+    pub body: String,
+    pub instance: InstanceId,
+    pub record: StepRecord,
+}
+
+/// A run as `status` and `runs` show it.
+pub struct RunView {
+    pub run: RunRecord,
+    pub rows: Vec<Row>,
+    /// Set when another process drives the run and this is its last snapshot.
+    pub driven_by: Option<Option<u32>>,
+}
+
+impl RunView {
+    /// Reads a run; when another process holds it, reads its last snapshot.
+    pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
+        let (run, steps, driven_by) = match RunStore::open(state, id) {
+            Ok(store) => (store.run()?, store.steps()?, None),
+            Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
+                Some(s) => (s.run, s.steps, Some(pid)),
+                None => {
+                    return Err(StoreError::Busy {
+                        id: id.clone(),
+                        pid,
+                    }
+                    .into())
+                }
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let plan = crate::cli::replan(&run).ok();
+        let mut rows = Vec::new();
+        match plan {
+            Some(plan) => {
+                for step in &plan.steps {
+                    let mut found = false;
+                    for (sid, instance, record) in &steps {
+                        if sid == &step.id {
+                            found = true;
+                            rows.push(Row {
+                                id: step.id.to_string(),
+                                phase: step.phase.as_str().into(),
+                                body: step.body.kind().into(),
+                                instance: instance.clone(),
+                                record: record.clone(),
+                            });
+                        }
+                    }
+                    if !found {
+                        rows.push(Row {
+                            id: step.id.to_string(),
+                            phase: step.phase.as_str().into(),
+                            body: step.body.kind().into(),
+                            instance: InstanceId::global(),
+                            record: StepRecord::pending(),
+                        });
+                    }
+                }
+            }
+            None => {
+                for (sid, instance, record) in steps {
+                    rows.push(Row {
+                        id: sid.to_string(),
+                        phase: "?".into(),
+                        body: "?".into(),
+                        instance,
+                        record,
+                    });
+                }
+            }
+        }
+        Ok(RunView {
+            run,
+            rows,
+            driven_by,
+        })
+    }
+
+    /// The run's state, marking a run another process drives.
+    pub fn state_label(&self) -> String {
+        match self.driven_by {
+            Some(_) => "running".into(),
+            None if self.run.state == RunState::Running => "stopped".into(),
+            None => self.run.state.as_str().into(),
+        }
+    }
+
+    /// The status table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "run {}  workflow {}  state {}",
+            self.run.id,
+            self.run.workflow,
+            self.state_label()
+        );
+        if let Some(pid) = self.driven_by {
+            let _ = writeln!(
+                out,
+                "(driven by another process{}; shown as of its last snapshot)",
+                pid.map(|p| format!(", pid {p}")).unwrap_or_default()
+            );
+        } else if self.run.state == RunState::Running {
+            let _ = writeln!(
+                out,
+                "(kpilot stopped while driving this run; `kpilot resume {}` goes on)",
+                self.run.id
+            );
+        }
+        let width = self
+            .rows
+            .iter()
+            .map(|r| r.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<10}  {:<8}  {:<11}  {:>3}  {:<19}  {:<19}  REASON",
+            "STEP", "PHASE", "BODY", "STATE", "ATT", "STARTED", "ENDED"
+        );
+        for row in &self.rows {
+            let r = &row.record;
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<10}  {:<8}  {:<11}  {:>3}  {:<19}  {:<19}  {}",
+                row.id,
+                row.phase,
+                row.body,
+                r.state.as_str(),
+                r.attempts,
+                time(r.started_at),
+                time(r.ended_at),
+                r.reason.as_deref().unwrap_or("")
+            );
+        }
+        out
+    }
+
+    /// The whole status as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut run = self.summary_json();
+        run["params"] = serde_json::json!(self.run.params);
+        run["steps"] = serde_json::json!(self
+            .rows
+            .iter()
+            .map(|row| serde_json::json!({
+                "id": row.id,
+                "phase": row.phase,
+                "body": row.body,
+                "instance": row.instance,
+                "state": row.record.state,
+                "attempts": row.record.attempts,
+                "startedAt": row.record.started_at,
+                "endedAt": row.record.ended_at,
+                "reason": row.record.reason,
+                "exitCode": row.record.exit_code,
+                "output": row.record.output,
+            }))
+            .collect::<Vec<_>>());
+        run
+    }
+
+    /// One line of `runs -o json`.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let count = |s: StepState| self.rows.iter().filter(|r| r.record.state == s).count();
+        serde_json::json!({
+            "id": self.run.id,
+            "workflow": self.run.workflow,
+            "file": self.run.file,
+            "state": self.state_label(),
+            "createdAt": self.run.created_at,
+            "updatedAt": self.run.updated_at,
+            "steps": {
+                "total": self.rows.len(),
+                "succeeded": count(StepState::Succeeded),
+                "failed": count(StepState::Failed),
+                "skipped": count(StepState::Skipped),
+                "blocked": count(StepState::Blocked),
+                "interrupted": count(StepState::Interrupted),
+                "pending": count(StepState::Pending),
+                "running": count(StepState::Running),
+            },
+        })
+    }
+}
+
+/// A time as the tables show it.
+pub fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+/// Prints how a run ended: its steps, and what a person can do next.
+pub fn outcome(state: &StateDir, id: &RunId, outcome: &RunOutcome) -> anyhow::Result<()> {
+    let view = RunView::load(state, id)?;
+    print!("{}", view.table());
+    match outcome.state {
+        RunState::Succeeded => eprintln!("kpilot: run {id} succeeded"),
+        RunState::Failed => eprintln!("kpilot: run {id} failed; `kpilot logs {id} STEP` shows what a step printed, `kpilot resume {id}` runs the failed steps again"),
+        RunState::Blocked | RunState::Running => {
+            if let Some(signal) = outcome.stopped_by {
+                eprintln!("kpilot: stopped by {signal}; run {id} is blocked until `kpilot resume {id}`");
+            } else {
+                eprintln!("kpilot: run {id} is blocked and waits on a person:");
+            }
+            for row in &view.rows {
+                if matches!(row.record.state, StepState::Blocked | StepState::Interrupted) {
+                    eprintln!("  {} {}: {}", row.id, row.record.state.as_str(), row.record.reason.as_deref().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(())
+}

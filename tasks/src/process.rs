@@ -1,0 +1,180 @@
+//! Child processes of steps: each in a process group of its own, output kept
+//! as a bounded tail, everything killed when the attempt is dropped.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kpilot_engine::task::{TaskOutput, OUTPUT_TAIL};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt as _;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// The directory it starts in.
+    pub workdir: PathBuf,
+}
+
+/// Kills a process group when dropped, unless its leader was reaped and
+/// `disarm` was called. Dropping an attempt's future (timeout, stop) drops this.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The last [`OUTPUT_TAIL`] bytes of a stream.
+#[derive(Default)]
+struct Tail(Vec<u8>);
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > 2 * OUTPUT_TAIL {
+            let cut = self.0.len() - OUTPUT_TAIL;
+            self.0.drain(..cut);
+        }
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        if self.0.len() > OUTPUT_TAIL {
+            let cut = self.0.len() - OUTPUT_TAIL;
+            self.0.drain(..cut);
+        }
+        self.0
+    }
+}
+
+/// How long output is still read after the process exited, for descendants
+/// that kept its pipes open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
+
+/// Runs a process to its end and reports its exit code and output.
+pub async fn run(spec: &ProcessSpec) -> TaskOutput {
+    let Some((program, args)) = spec.argv.split_first() else {
+        return TaskOutput::failed("empty command");
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.workdir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return TaskOutput::failed(format!(
+                "cannot start `{program}` in {}: {e}",
+                spec.workdir.display()
+            ))
+        }
+    };
+    let mut guard = GroupGuard {
+        pgid: child.id().map(|p| p as i32),
+    };
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return TaskOutput::failed("the process's output pipes were not opened");
+    };
+    let (mut out, mut err) = (Tail::default(), Tail::default());
+    let (mut out_open, mut err_open) = (true, true);
+    let mut obuf = vec![0u8; 16 * 1024];
+    let mut ebuf = vec![0u8; 16 * 1024];
+    let mut status = None;
+    let drain = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(drain);
+    loop {
+        if status.is_some() && !out_open && !err_open {
+            break;
+        }
+        tokio::select! {
+            n = stdout.read(&mut obuf), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => out.push(&obuf[..n]),
+            },
+            n = stderr.read(&mut ebuf), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => err.push(&ebuf[..n]),
+            },
+            s = child.wait(), if status.is_none() => {
+                status = Some(s);
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            },
+            _ = &mut drain, if status.is_some() => break,
+        }
+    }
+    // The leader is reaped: its pid may be reused, so the group is not
+    // signalled again. Descendants it left running are its own business.
+    guard.pgid = None;
+    let stdout = out.into_bytes();
+    let stderr = err.into_bytes();
+    let status = match status {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return TaskOutput::failed(format!("waiting for `{program}`: {e}")),
+        None => return TaskOutput::failed(format!("`{program}` did not report an exit status")),
+    };
+    let failure = match status.code() {
+        Some(0) => None,
+        Some(code) => Some(match last_line(&stderr) {
+            Some(line) => format!("exit code {code}: {line}"),
+            None => format!("exit code {code}"),
+        }),
+        None => {
+            use std::os::unix::process::ExitStatusExt as _;
+            Some(format!(
+                "killed by signal {}",
+                status.signal().map_or("?".to_owned(), |s| s.to_string())
+            ))
+        }
+    };
+    let output = json_output(&stdout);
+    TaskOutput {
+        failure,
+        exit_code: status.code(),
+        stdout,
+        stderr,
+        output,
+    }
+}
+
+fn last_line(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
+    Some(line.chars().take(300).collect())
+}
+
+/// Standard output that is a JSON object or array becomes the step's output.
+fn json_output(stdout: &[u8]) -> Option<serde_json::Value> {
+    let text = std::str::from_utf8(stdout).ok()?.trim();
+    if !(text.starts_with('{') || text.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// Asks the kernel to kill the child when kpilot dies, so that after a crash
+/// no step is still changing things while a person decides how to resume.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only makes the
+    // async-signal-safe prctl(2) system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
+}

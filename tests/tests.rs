@@ -1,0 +1,7 @@
+//! kpilot's integration tests: the real binary, real processes, a fresh state
+//! directory for each test.
+
+#[macro_use]
+mod util;
+
+mod engine;
