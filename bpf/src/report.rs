@@ -241,8 +241,8 @@ impl DropReport {
         );
         let _ = writeln!(
             out,
-            "{:>7}  {:<22} {:<28} {:<12} {:<10} {:<7} {}",
-            "COUNT", "REASON", "LOCATION", "NETNS", "IFACE", "PROTO", "SRC -> DST"
+            "{:>7}  {:<22} {:<28} {:<12} {:<10} {:<7} SRC -> DST",
+            "COUNT", "REASON", "LOCATION", "NETNS", "IFACE", "PROTO"
         );
         for g in &self.drops {
             let _ = writeln!(
