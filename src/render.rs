@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use kpilot_engine::scheduler::RunOutcome;
 use kpilot_engine::state::{RunRecord, RunState, StepRecord, StepState};
-use kpilot_engine::store::{RunStore, StateDir, StoreError};
+use kpilot_engine::store::{RunStore, Snapshot, StateDir, StoreError};
 use kpilot_engine::{InstanceId, RunId};
 
 /// One row of a run's status.
@@ -28,20 +28,23 @@ pub struct RunView {
 impl RunView {
     /// Reads a run; when another process holds it, reads its last snapshot.
     pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
-        let (run, steps, driven_by) = match RunStore::open(state, id) {
-            Ok(store) => (store.run()?, store.steps()?, None),
+        match RunStore::open(state, id) {
+            Ok(store) => Ok(Self::new(store.snapshot()?, None)),
             Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
-                Some(s) => (s.run, s.steps, Some(pid)),
-                None => {
-                    return Err(StoreError::Busy {
-                        id: id.clone(),
-                        pid,
-                    }
-                    .into())
+                Some(s) => Ok(Self::new(s, Some(pid))),
+                None => Err(StoreError::Busy {
+                    id: id.clone(),
+                    pid,
                 }
+                .into()),
             },
-            Err(e) => return Err(e.into()),
-        };
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A view of a snapshot; `driven_by` is set when another process holds the run.
+    pub fn new(snapshot: Snapshot, driven_by: Option<Option<u32>>) -> Self {
+        let Snapshot { run, steps } = snapshot;
         let plan = crate::cli::replan(&run).ok();
         let mut rows = Vec::new();
         match plan {
@@ -83,11 +86,11 @@ impl RunView {
                 }
             }
         }
-        Ok(RunView {
+        RunView {
             run,
             rows,
             driven_by,
-        })
+        }
     }
 
     /// The run's state, marking a run another process drives.
@@ -207,8 +210,9 @@ pub fn time(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// Prints how a run ended: its steps, and what a person can do next.
-pub fn outcome(state: &StateDir, id: &RunId, outcome: &RunOutcome) -> anyhow::Result<()> {
-    let view = RunView::load(state, id)?;
+pub fn outcome(outcome: &RunOutcome) {
+    let view = RunView::new(outcome.snapshot.clone(), None);
+    let id = &view.run.id;
     print!("{}", view.table());
     match outcome.state {
         RunState::Succeeded => eprintln!("kpilot: run {id} succeeded"),
@@ -226,5 +230,4 @@ pub fn outcome(state: &StateDir, id: &RunId, outcome: &RunOutcome) -> anyhow::Re
             }
         }
     }
-    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::executor::{Executor, Global};
 use crate::id::{InstanceId, StepId};
 use crate::plan::{Body, Plan};
 use crate::state::{Approval, EventKind, RunRecord, RunState, SkipCause, StepRecord, StepState};
-use crate::store::{Change, RunStore, StoreError, StoredOutput};
+use crate::store::{Change, RunStore, Snapshot, StoreError, StoredOutput};
 use crate::task::{TaskContext, TaskOutput};
 use crate::workflow::{NeedOn, Phase};
 
@@ -67,6 +67,8 @@ pub struct RunOutcome {
     pub state: RunState,
     /// Set when a signal stopped kpilot.
     pub stopped_by: Option<&'static str>,
+    /// The run and its steps as the drive left them.
+    pub snapshot: Snapshot,
 }
 
 /// Starts a run that was just created.
@@ -846,8 +848,12 @@ impl<'o> Scheduler<'o> {
         self.change.run = Some(self.run.clone());
         self.change.events.push(EventKind::RunEnded { state });
         self.commit()?;
-        self.store.write_snapshot()?;
-        Ok(RunOutcome { state, stopped_by })
+        let snapshot = self.store.write_snapshot()?;
+        Ok(RunOutcome {
+            state,
+            stopped_by,
+            snapshot,
+        })
     }
 
     fn commit(&mut self) -> Result<(), SchedulerError> {

@@ -400,7 +400,7 @@ impl Validator<'_> {
                 Some(serde_yaml::Value::Number(n)) if !n.is_f64() => Some(n.to_string()),
                 Some(serde_yaml::Value::Number(n)) => {
                     self.problem(format!(
-                        "param `{}` has default {n}, which YAML reads as a number (1.10 would become 1.1); quote it: default: \"{n}\"",
+                        "param `{}` has a default that YAML reads as the number {n} (1.10 would become 1.1); quote it as a string, like default: \"1.16\"",
                         p.name
                     ));
                     None
@@ -493,7 +493,9 @@ impl Validator<'_> {
                 );
             }
         }
+        let unknown_fields = spec.body.len() > bodies.len();
         let body = match bodies.len() {
+            0 if unknown_fields => None,
             0 => {
                 let mut kinds = vec!["gate", "approval"];
                 kinds.extend(self.registry.names());

@@ -34,15 +34,20 @@ impl WorkflowSource {
     /// The 1-based line of the first `id: <id>` entry, so a message about a step
     /// can point at it.
     pub fn line_of_step(&self, id: &str) -> Option<usize> {
-        self.text
-            .lines()
-            .position(|line| {
-                let line = line.trim_start().trim_start_matches("- ").trim();
-                line.strip_prefix("id:")
-                    .map(|rest| rest.trim().trim_matches(['"', '\'']) == id)
-                    .unwrap_or(false)
+        let declares = |line: &str| {
+            line.match_indices("id:").any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let starts_key = matches!(before, None | Some(' ' | '{' | '-' | ','));
+                let value = line[at + 3..]
+                    .split([',', '}', '#'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(['"', '\'']);
+                starts_key && value == id
             })
-            .map(|i| i + 1)
+        };
+        self.text.lines().position(declares).map(|i| i + 1)
     }
 }
 

@@ -89,6 +89,6 @@ pub async fn drive(
         kpilot_engine::scheduler::resume(Arc::clone(&plan), store, decisions, verb, &progress)
             .await?;
     progress.finish();
-    render::outcome(&state_dir, &id, &outcome)?;
+    render::outcome(&outcome);
     Ok(exit_for(outcome.state))
 }

@@ -68,6 +68,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let progress = Progress::new(&plan);
     let outcome = kpilot_engine::scheduler::start(Arc::clone(&plan), store, &progress).await?;
     progress.finish();
-    render::outcome(&state_dir, &id, &outcome)?;
+    render::outcome(&outcome);
     Ok(exit_for(outcome.state))
 }

@@ -363,12 +363,18 @@ impl RunStore {
         Ok(())
     }
 
-    /// Writes the current run and steps as `snapshot.json`, replacing the last one.
-    pub fn write_snapshot(&self) -> Result<()> {
-        let snapshot = Snapshot {
+    /// The run and its steps as they are now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
             run: self.run()?,
             steps: self.steps()?,
-        };
+        })
+    }
+
+    /// Writes the current run and steps as `snapshot.json`, replacing the last
+    /// one, and returns them.
+    pub fn write_snapshot(&self) -> Result<Snapshot> {
+        let snapshot = self.snapshot()?;
         let path = self.dir.join("snapshot.json");
         let tmp = self.dir.join("snapshot.json.tmp");
         let bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::Decode {
@@ -377,7 +383,7 @@ impl RunStore {
         })?;
         std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        Ok(())
+        Ok(snapshot)
     }
 }
 

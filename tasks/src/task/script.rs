@@ -57,9 +57,11 @@ impl TaskKind for ScriptKind {
                         .map(|i| i.as_str().map(str::to_owned))
                         .collect::<Option<Vec<_>>>()
                         .ok_or_else(|| format!("`script.interpreter` must list strings; {hint}"))?,
-                    Some(_) => return Err(format!(
+                    Some(_) => {
+                        return Err(format!(
                         "`script.interpreter` must be a non-empty list, like [python3, -u]; {hint}"
-                    )),
+                    ))
+                    }
                 };
                 Ok(Arc::new(Script {
                     interpreter,
