@@ -5,16 +5,23 @@
 //! cargo run -p kpilot-bpf --example drops -- --duration 5s [--reason NETFILTER_DROP]
 //!     [--netns INODE|/run/netns/NAME] [--addr IP] [--port N] [--json] [--no-stacks] [--quiet]
 //! ```
-//! Needs root.
+//! Needs root. Ctrl-C (SIGINT) or SIGTERM ends the trace early and still prints the report.
 
-use std::ops::ControlFlow;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use kpilot_bpf::{DropFilter, TraceConfig, netns_inode, trace_drops_with};
+use kpilot_bpf::{DropFilter, DropTracer, PacketDrop, TraceConfig, netns_inode};
 
 const USAGE: &str = "usage: drops [--duration 5s] [--reason NAME] [--netns INODE|PATH] \
-                     [--addr IP] [--port N] [--ring-bytes N] [--json] [--no-stacks] [--quiet]";
+                     [--addr IP] [--port N] [--ring-bytes N] [--json] [--no-stacks] [--no-kernel-stacks] [--quiet]";
+
+/// Set by SIGINT/SIGTERM: stop tracing and print what was seen.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
 
 struct Args {
     config: TraceConfig,
@@ -68,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--json" => json = true,
             "--no-stacks" => stacks = false,
+            "--no-kernel-stacks" => config.stacks = false,
             "--quiet" | "-q" => quiet = true,
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -90,8 +98,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
+    }
     let live = !args.json && !args.quiet;
-    let result = trace_drops_with(&args.config, |d| {
+    let print = |d: &PacketDrop| {
         if live {
             println!(
                 "{} {:<20} {:<28} netns={} if={} {} {}{}",
@@ -108,7 +120,24 @@ fn main() -> ExitCode {
                     .unwrap_or_default(),
             );
         }
-        ControlFlow::Continue(())
+    };
+    // DropTracer rather than trace_drops_with, to say on stderr when the probe is live
+    // (scripts/bench-trace waits for that line).
+    let result = DropTracer::start(&args.config).and_then(|mut tracer| {
+        eprintln!(
+            "tracing drops for {:.1}s on kernel {}",
+            args.config.duration.as_secs_f64(),
+            tracer.kernel().release
+        );
+        let end = Instant::now() + args.config.duration;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() || STOP.load(Ordering::Relaxed) {
+                break;
+            }
+            tracer.poll(left.min(Duration::from_millis(100)), print)?;
+        }
+        tracer.stop(print)
     });
     match result {
         Ok(report) => {

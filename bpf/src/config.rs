@@ -19,6 +19,9 @@ pub struct TraceConfig {
     /// Ring buffer size in bytes: a power of two, at least one page. A larger buffer rides
     /// out longer bursts before events are lost (and counted as lost).
     pub ring_bytes: u32,
+    /// Record the kernel stack of each drop. The stack walk is the costliest part of an
+    /// event; turn it off to trace a flood at a higher rate (location is still reported).
+    pub stacks: bool,
 }
 
 impl TraceConfig {
@@ -28,6 +31,7 @@ impl TraceConfig {
             duration,
             filter: DropFilter::default(),
             ring_bytes: DEFAULT_RING_BYTES,
+            stacks: true,
         }
     }
 

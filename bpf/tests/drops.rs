@@ -477,3 +477,74 @@ fn report_round_trips_through_json() {
         assert!(v.get(key).is_some(), "{key} in {json}");
     }
 }
+
+#[test]
+fn lost_events_are_counted_when_the_ring_is_full() {
+    if !root() {
+        return;
+    }
+    let pair = NetnsPair::new();
+    pair.nft_b(
+        "table inet kpilot_test {
+           chain input { type filter hook input priority 0; policy accept;
+                         udp dport 7000 counter drop; }
+         }",
+    );
+    // The smallest ring (one page, about 39 events), and nobody reading it during the burst.
+    let mut config = TraceConfig::new(Duration::from_secs(60)).with_filter(DropFilter {
+        netns: Some(pair.inode_b()),
+        reason: Some("NETFILTER_DROP".into()),
+        ..Default::default()
+    });
+    config.ring_bytes = 4096;
+    let tracer = DropTracer::start(&config).expect("start");
+    let to = SocketAddr::new(pair.ip_b.into(), 7000);
+    in_netns(&pair.a, move || {
+        let sock = UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        for _ in 0..1000 {
+            let _ = sock.send_to(b"burst", to);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let report = tracer.stop(|_| {}).expect("stop");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.b,
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "kpilot_test",
+            "input",
+        ])
+        .output()
+        .expect("nft list");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nft: u64 = text
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("nft counter");
+    eprintln!(
+        "nft {nft}, total {}, received {}, lost {}",
+        report.total, report.received, report.lost
+    );
+    assert!(nft > 100, "the burst reached the rule");
+    assert_eq!(
+        report.total, nft,
+        "the kernel-side count matches nft's counter"
+    );
+    assert!(report.lost > 0, "a one-page ring overflows");
+    assert_eq!(
+        report.received + report.lost,
+        report.total,
+        "lost events are counted"
+    );
+    assert_eq!(
+        report.drops.iter().map(|g| g.count).sum::<u64>(),
+        report.received
+    );
+}

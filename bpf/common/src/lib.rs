@@ -48,6 +48,10 @@ pub const FILTER_PORT: u32 = 1 << 4;
 /// no namespace, the socket's is used.
 pub const LAYOUT_HAS_SK: u32 = 1 << 0;
 
+/// [`ProgramConfig::options`]: do not record kernel stacks (saves the stack walk, the
+/// costliest part of an event).
+pub const OPTION_NO_STACKS: u32 = 1 << 0;
+
 /// What the loader tells the program before it is loaded: where to find the fields it reads
 /// (tracepoint record offsets from tracefs, kernel struct offsets from kernel BTF) and which
 /// drops to keep. All offsets are in bytes.
@@ -82,6 +86,12 @@ pub struct ProgramConfig {
     pub net_ns_inum: u32,
     /// `LAYOUT_*` bits.
     pub layout_flags: u32,
+    /// `OPTION_*` bits.
+    pub options: u32,
+    /// Wake the reader only once this many bytes are queued in the ring buffer (0: on
+    /// every event). The reader polls with a timeout anyway, so a quiet trace is still
+    /// delivered promptly, and a flood costs one wake-up per batch instead of per event.
+    pub wakeup_bytes: u32,
     /// `FILTER_*` bits: which of the filters below apply.
     pub filter_flags: u32,
     /// Keep only this drop reason value (as the running kernel numbers it).
@@ -123,6 +133,8 @@ impl ProgramConfig {
             sk_net: 0,
             net_ns_inum: 0,
             layout_flags: 0,
+            options: 0,
+            wakeup_bytes: 0,
             filter_flags: 0,
             filter_reason: 0,
             filter_netns: 0,
@@ -202,7 +214,7 @@ impl DropEvent {
 
 // Both layouts are part of the contract between the two sides: fail the build if they move.
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 96);
-const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 88);
+const _: () = assert!(core::mem::size_of::<ProgramConfig>() == 96);
 
 #[cfg(feature = "user")]
 mod user {

@@ -13,6 +13,7 @@
 
 use aya_ebpf::{
     Global,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf},
     macros::{map, tracepoint},
     maps::{PerCpuArray, RingBuf, StackTrace},
@@ -21,7 +22,7 @@ use aya_ebpf::{
 use kpilot_bpf_common::{
     COUNTER_LOST, COUNTER_MATCHED, COUNTER_SEEN, COUNTER_STACK_ERRORS, COUNTERS_LEN, DropEvent,
     EVENT_HAS_DEV, EVENT_HAS_L3, EVENT_HAS_PORTS, EVENT_NETNS_FROM_SK, FILTER_ADDR4, FILTER_ADDR6,
-    FILTER_NETNS, FILTER_PORT, FILTER_REASON, LAYOUT_HAS_SK, ProgramConfig,
+    FILTER_NETNS, FILTER_PORT, FILTER_REASON, LAYOUT_HAS_SK, OPTION_NO_STACKS, ProgramConfig,
 };
 
 /// Dual MIT/GPL: `bpf_probe_read_kernel` and `bpf_get_stackid` are GPL-only helpers.
@@ -180,16 +181,29 @@ fn on_kfree_skb(ctx: &TracePointContext) -> Result<(), i32> {
     }
 
     count(COUNTER_MATCHED);
-    ev.stack_id = match ctx.get_stackid(&KPILOT_STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(err) => {
-            count(COUNTER_STACK_ERRORS);
-            if err < 0 { err } else { -err }
+    ev.stack_id = if cfg.options & OPTION_NO_STACKS != 0 {
+        -1
+    } else {
+        match ctx.get_stackid(&KPILOT_STACKS, 0) {
+            Ok(id) => id as i32,
+            Err(err) => {
+                count(COUNTER_STACK_ERRORS);
+                if err < 0 { err } else { -err }
+            }
         }
     };
     // SAFETY: a helper with no arguments.
     ev.timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    if KPILOT_EVENTS.output::<DropEvent>(&ev, 0).is_err() {
+    // Wake the reader per batch, not per event (see ProgramConfig::wakeup_bytes).
+    let wakeup = if KPILOT_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    if KPILOT_EVENTS
+        .output::<DropEvent>(&ev, wakeup as u64)
+        .is_err()
+    {
         count(COUNTER_LOST);
     }
     Ok(())
