@@ -34,7 +34,10 @@ impl Kallsyms {
             else {
                 continue;
             };
-            if !matches!(kind, "t" | "T" | "w" | "W") {
+            // `__pfx_*` are the padding before each function (CONFIG_CALL_PADDING): never a
+            // caller. A return address right after a noreturn call lands on one; it belongs
+            // to the function before.
+            if !matches!(kind, "t" | "T" | "w" | "W") || name.starts_with("__pfx_") {
                 continue;
             }
             let Ok(addr) = u64::from_str_radix(addr, 16) else {
@@ -89,6 +92,8 @@ mod tests {
             "ffffffff81000000 T _stext\n\
              ffffffff81a00000 t nf_hook_slow\n\
              ffffffff81a00100 D some_data\n\
+             ffffffff81a00200 T __pfx_next_fn\n\
+             ffffffff81a00210 T next_fn\n\
              ffffffffc0000000 t nft_do_chain\t[nf_tables]\n\
              0000000000000000 T hidden\n\
              garbage\n",

@@ -627,6 +627,14 @@ mod tests {
     }
 
     #[test]
+    fn tracer_can_move_to_a_blocking_thread() {
+        fn send<T: Send + 'static>() {}
+        send::<DropTracer>();
+        send::<DropReport>();
+        send::<PacketDrop>();
+    }
+
+    #[test]
     fn prog_info_offset_matches_btf() {
         let Ok(btf) = crate::btf::Btf::from_kernel() else {
             eprintln!("skipped: no kernel BTF");
