@@ -25,6 +25,11 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(kpilot_tasks::process::GUARDIAN_ARG))
+    {
+        kpilot_tasks::process::guardian_main();
+    }
     let args = cli::Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_current_thread()

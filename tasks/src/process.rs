@@ -24,6 +24,16 @@ pub struct ProcessSpec {
 /// `disarm` was called. Dropping an attempt's future (timeout, stop) drops this.
 struct GroupGuard {
     pgid: Option<i32>,
+    guardian: Option<&'static Guardian>,
+}
+
+impl GroupGuard {
+    /// The leader was reaped: the group is no longer ours to kill.
+    fn release(&mut self) {
+        if let (Some(g), Some(pgid)) = (self.guardian, self.pgid.take()) {
+            g.tell('-', pgid);
+        }
+    }
 }
 
 impl Drop for GroupGuard {
@@ -31,7 +41,86 @@ impl Drop for GroupGuard {
         if let Some(pgid) = self.pgid {
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
+        self.release();
     }
+}
+
+/// The argument that makes the kpilot binary act as the guardian.
+pub const GUARDIAN_ARG: &str = "__kpilot-guardian";
+
+/// A helper process that kills the process groups of running steps when
+/// kpilot dies, even by SIGKILL: it reads `+PGID` and `-PGID` lines on its
+/// standard input, and when that pipe closes (kpilot is gone) it kills every
+/// group still registered. This keeps a crash from leaving steps running
+/// behind a person's back, without the fork(2) that `PR_SET_PDEATHSIG` in a
+/// `pre_exec` hook would force on every spawn.
+struct Guardian {
+    stdin: std::sync::Mutex<std::process::ChildStdin>,
+}
+
+impl Guardian {
+    fn tell(&self, op: char, pgid: i32) {
+        use std::io::Write as _;
+        if let Ok(mut stdin) = self.stdin.lock() {
+            let _ = writeln!(stdin, "{op}{pgid}");
+        }
+    }
+}
+
+/// The guardian of this process, started on first use; `None` when the
+/// current executable is not kpilot (unit tests) or cannot be started.
+fn guardian() -> Option<&'static Guardian> {
+    static GUARDIAN: std::sync::OnceLock<Option<Guardian>> = std::sync::OnceLock::new();
+    GUARDIAN
+        .get_or_init(|| {
+            if std::env::var_os("KPILOT_NO_GUARDIAN").is_some() {
+                return None;
+            }
+            let exe = std::env::current_exe().ok()?;
+            if exe.file_stem()?.to_str()? != "kpilot" {
+                return None;
+            }
+            use std::os::unix::process::CommandExt as _;
+            let mut child = std::process::Command::new(exe)
+                .arg(GUARDIAN_ARG)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                // Its own group: a Ctrl-C at the terminal must not kill it first.
+                .process_group(0)
+                .spawn()
+                .ok()?;
+            let stdin = child.stdin.take()?;
+            Some(Guardian {
+                stdin: std::sync::Mutex::new(stdin),
+            })
+        })
+        .as_ref()
+}
+
+/// The guardian's main loop (see [`GUARDIAN_ARG`]); never returns.
+pub fn guardian_main() -> ! {
+    use std::io::BufRead as _;
+    let mut groups = std::collections::HashSet::new();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let (op, pgid) = line.split_at(line.len().min(1));
+        if let Ok(pgid) = pgid.parse::<i32>() {
+            match op {
+                "+" => {
+                    groups.insert(pgid);
+                }
+                "-" => {
+                    groups.remove(&pgid);
+                }
+                _ => {}
+            }
+        }
+    }
+    for pgid in groups {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    std::process::exit(0)
 }
 
 /// The last [`OUTPUT_TAIL`] bytes of a stream.
@@ -65,7 +154,9 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     let Some((program, args)) = spec.argv.split_first() else {
         return TaskOutput::failed("empty command");
     };
-    let mut cmd = tokio::process::Command::new(program);
+    // Resolved here, once, rather than by execvp in the child, which tries
+    // every PATH entry with a system call of its own.
+    let mut cmd = tokio::process::Command::new(resolve(program));
     cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.workdir)
@@ -74,7 +165,10 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut cmd);
+    let guardian = guardian();
+    if guardian.is_none() {
+        die_with_parent(&mut cmd);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -86,7 +180,11 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     };
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
+        guardian,
     };
+    if let (Some(g), Some(pgid)) = (guardian, guard.pgid) {
+        g.tell('+', pgid);
+    }
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return TaskOutput::failed("the process's output pipes were not opened");
     };
@@ -119,7 +217,7 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     }
     // The leader is reaped: its pid may be reused, so the group is not
     // signalled again. Descendants it left running are its own business.
-    guard.pgid = None;
+    guard.release();
     let stdout = out.into_bytes();
     let stderr = err.into_bytes();
     let status = match status {
@@ -151,6 +249,23 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     }
 }
 
+/// The program's path: as given when it names a file, else the first
+/// executable of that name on PATH; left to execvp when none is found, so
+/// that the error is the system's own.
+fn resolve(program: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 fn last_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
     let line = text.lines().rev().find(|l| !l.trim().is_empty())?.trim();
@@ -168,6 +283,7 @@ fn json_output(stdout: &[u8]) -> Option<serde_json::Value> {
 
 /// Asks the kernel to kill the child when kpilot dies, so that after a crash
 /// no step is still changing things while a person decides how to resume.
+/// Used only without a guardian: the hook makes std fork instead of spawn.
 #[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs between fork and exec and only makes the

@@ -264,7 +264,7 @@ impl RunStore {
 
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(32 * 1024 * 1024)
+            .cache_capacity(8 * 1024 * 1024)
             .flush_every_ms(None)
             .open()?;
         let runs = db.open_tree("runs")?;
