@@ -90,6 +90,8 @@ pub enum Body {
         kind: &'static str,
         /// The parsed body.
         task: Arc<dyn Task>,
+        /// The body as written, for executors that run it elsewhere.
+        spec: serde_yaml::Value,
     },
 }
 

@@ -137,6 +137,7 @@ struct Scheduler<'o> {
     observer: &'o dyn Observer,
     executor: Arc<dyn Executor>,
     last_snapshot: Instant,
+    facts: crate::store::Facts,
 }
 
 const INSTANCE: fn() -> InstanceId = InstanceId::global;
@@ -149,6 +150,7 @@ impl<'o> Scheduler<'o> {
         verb: &str,
     ) -> Result<Self, SchedulerError> {
         let run = store.run()?;
+        let facts = store.facts();
         let n = plan.steps.len();
         let mut records = vec![StepRecord::pending(); n];
         for (step, _instance, record) in store.steps()? {
@@ -184,6 +186,7 @@ impl<'o> Scheduler<'o> {
             observer,
             executor: Arc::new(Global),
             last_snapshot: Instant::now(),
+            facts,
         };
         s.run.state = RunState::Running;
         s.run.updated_at = Utc::now();
@@ -613,6 +616,7 @@ impl<'o> Scheduler<'o> {
             attempt,
             params: Arc::clone(&self.params),
             workdir: self.run.workdir.clone(),
+            facts: self.facts.clone(),
         };
         let timeout = step.timeout;
         let span = tracing::info_span!(

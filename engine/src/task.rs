@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::id::{InstanceId, RunId, StepId};
+use crate::store::Facts;
 
 /// What a task needs to know about the attempt it runs.
 #[derive(Debug, Clone)]
@@ -28,6 +29,8 @@ pub struct TaskContext {
     pub params: Arc<BTreeMap<String, String>>,
     /// The directory processes start in: where the run was started.
     pub workdir: PathBuf,
+    /// Data fetched once per run and kept with it (see [`Facts`]).
+    pub facts: Facts,
 }
 
 /// What one attempt of a task produced.

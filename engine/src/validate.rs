@@ -593,6 +593,7 @@ impl Validator<'_> {
                     Ok(task) => Some(Body::Task {
                         kind: task_kind.name(),
                         task,
+                        spec: value.clone(),
                     }),
                     Err(e) => {
                         self.step_problem(id, kind, e);

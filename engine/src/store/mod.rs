@@ -5,6 +5,7 @@
 //! applies it in one transaction and makes it durable before returning, so the
 //! scheduler can announce a side effect only after it is on disk.
 
+pub mod facts;
 pub mod journal;
 pub mod outputs;
 pub mod runs;
@@ -19,6 +20,7 @@ use sled::transaction::{TransactionError, Transactional};
 use crate::id::{InstanceId, RunId, StepId};
 use crate::state::{Event, EventKind, RunRecord, StepRecord};
 
+pub use facts::Facts;
 pub use outputs::StoredOutput;
 
 /// What can go wrong with the store.
@@ -190,6 +192,7 @@ pub struct RunStore {
     steps: sled::Tree,
     journal: sled::Tree,
     outputs: sled::Tree,
+    facts: sled::Tree,
     next_seq: u64,
     _lock: File,
 }
@@ -271,6 +274,7 @@ impl RunStore {
         let steps = db.open_tree("steps")?;
         let journal = db.open_tree("journal")?;
         let outputs = db.open_tree("outputs")?;
+        let facts = db.open_tree("facts")?;
         let next_seq = journal::next_seq(&journal, &id)?;
         Ok(RunStore {
             id,
@@ -280,6 +284,7 @@ impl RunStore {
             steps,
             journal,
             outputs,
+            facts,
             next_seq,
             _lock: lock,
         })
@@ -288,6 +293,11 @@ impl RunStore {
     /// The run's id.
     pub fn id(&self) -> &RunId {
         &self.id
+    }
+
+    /// The run's facts, shared by every task of the run.
+    pub fn facts(&self) -> Facts {
+        Facts::stored(self.id.clone(), self.facts.clone())
     }
 
     /// The run record.

@@ -1,0 +1,112 @@
+//! The `facts` tree: data a run's checks read (a cluster's nodes, a node's
+//! sysctls), fetched once per run and kept so that a report or a resumed run
+//! sees what the check saw.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use crate::id::RunId;
+
+/// A run's facts: each key fetched at most once, then served from memory or
+/// the store.
+#[derive(Clone)]
+pub struct Facts {
+    run: RunId,
+    tree: Option<sled::Tree>,
+    cells: Arc<Mutex<HashMap<String, Arc<OnceCell<serde_json::Value>>>>>,
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts").field("run", &self.run).finish()
+    }
+}
+
+fn key(run: &RunId, name: &str) -> Vec<u8> {
+    let mut key = run.as_str().as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+impl Facts {
+    /// Facts backed by a run's `facts` tree.
+    pub(crate) fn stored(run: RunId, tree: sled::Tree) -> Self {
+        Facts {
+            run,
+            tree: Some(tree),
+            cells: Arc::default(),
+        }
+    }
+
+    /// Facts kept in memory only, for tasks run outside a stored run (an
+    /// agent answering one request, a unit test).
+    pub fn in_memory(run: RunId) -> Self {
+        Facts {
+            run,
+            tree: None,
+            cells: Arc::default(),
+        }
+    }
+
+    /// The value under `name`: from memory, else from the store, else from
+    /// `fetch`, whose success is stored (and flushed) before it is returned.
+    /// A failed fetch is not kept, so a later attempt fetches again.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        name: &str,
+        fetch: F,
+    ) -> Result<serde_json::Value, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<serde_json::Value, String>>,
+    {
+        let cell = {
+            let mut cells = self
+                .cells
+                .lock()
+                .map_err(|_| "facts cache poisoned".to_owned())?;
+            Arc::clone(cells.entry(name.to_owned()).or_default())
+        };
+        let value = cell
+            .get_or_try_init(|| async {
+                if let Some(tree) = &self.tree {
+                    if let Ok(Some(bytes)) = tree.get(key(&self.run, name)) {
+                        if let Ok(value) = serde_json::from_slice(&bytes) {
+                            return Ok(value);
+                        }
+                    }
+                }
+                let value = fetch().await?;
+                if let Some(tree) = &self.tree {
+                    let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+                    tree.insert(key(&self.run, name), bytes)
+                        .map_err(|e| format!("storing fact `{name}`: {e}"))?;
+                    tree.flush_async()
+                        .await
+                        .map_err(|e| format!("storing fact `{name}`: {e}"))?;
+                }
+                Ok::<_, String>(value)
+            })
+            .await?;
+        Ok(value.clone())
+    }
+
+    /// Every stored fact of the run, by name.
+    pub fn all(&self) -> Vec<(String, serde_json::Value)> {
+        let Some(tree) = &self.tree else {
+            return Vec::new();
+        };
+        let prefix = key(&self.run, "");
+        tree.scan_prefix(&prefix)
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                serde_json::from_slice(&v).ok().map(|v| (name, v))
+            })
+            .collect()
+    }
+}
