@@ -27,6 +27,21 @@ pub struct Plan {
     pub concurrency: usize,
     /// Declared params and their defaults, in file order.
     pub params: Vec<PlannedParam>,
+    /// `spec.executors` as written, for the crate that builds the executors.
+    pub executors: Vec<crate::workflow::ExecutorSpec>,
+    /// `spec.inventory`.
+    pub inventory: Option<String>,
+}
+
+/// How the instances of one step roll over its nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// Label selector narrowing the nodes (`nodes.selector`).
+    pub selector: Option<String>,
+    /// The most instances running at once (`nodes.maxParallel`, else the pool's concurrency).
+    pub max_parallel: Option<usize>,
+    /// Failed instances tolerated before no new one starts.
+    pub max_failures: usize,
 }
 
 /// A declared param.
@@ -53,6 +68,8 @@ pub struct PlannedStep {
     pub when: Option<Expr>,
     /// The executor that runs it.
     pub executor: String,
+    /// How it fans out over nodes, when its executor does.
+    pub fan_out: FanOut,
     /// What it does.
     pub body: Body,
     /// How often and how patiently a failed attempt is tried again.

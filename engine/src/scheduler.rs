@@ -14,7 +14,7 @@ use chrono::Utc;
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
-use crate::executor::{Executor, Global};
+use crate::executor::Executors;
 use crate::id::{InstanceId, StepId};
 use crate::plan::{Body, Plan};
 use crate::state::{Approval, EventKind, RunRecord, RunState, SkipCause, StepRecord, StepState};
@@ -75,9 +75,10 @@ pub struct RunOutcome {
 pub async fn start(
     plan: Arc<Plan>,
     store: RunStore,
+    executors: Executors,
     observer: &dyn Observer,
 ) -> Result<RunOutcome, SchedulerError> {
-    let mut s = Scheduler::load(plan, store, observer, "run")?;
+    let mut s = Scheduler::load(plan, store, executors, observer, "run")?;
     s.drive().await
 }
 
@@ -89,9 +90,10 @@ pub async fn resume(
     store: RunStore,
     decisions: Decisions,
     verb: &str,
+    executors: Executors,
     observer: &dyn Observer,
 ) -> Result<RunOutcome, SchedulerError> {
-    let mut s = Scheduler::load(plan, store, observer, verb)?;
+    let mut s = Scheduler::load(plan, store, executors, observer, verb)?;
     s.prepare_resume(&decisions)?;
     s.drive().await
 }
@@ -135,7 +137,7 @@ struct Scheduler<'o> {
     params_json: serde_json::Value,
     params: Arc<BTreeMap<String, String>>,
     observer: &'o dyn Observer,
-    executor: Arc<dyn Executor>,
+    executors: Executors,
     last_snapshot: Instant,
     facts: crate::store::Facts,
 }
@@ -146,6 +148,7 @@ impl<'o> Scheduler<'o> {
     fn load(
         plan: Arc<Plan>,
         store: RunStore,
+        executors: Executors,
         observer: &'o dyn Observer,
         verb: &str,
     ) -> Result<Self, SchedulerError> {
@@ -184,7 +187,7 @@ impl<'o> Scheduler<'o> {
             params_json,
             params,
             observer,
-            executor: Arc::new(Global),
+            executors,
             last_snapshot: Instant::now(),
             facts,
         };
@@ -606,9 +609,9 @@ impl<'o> Scheduler<'o> {
     fn spawn(&mut self, i: usize, repair: Option<usize>, attempt: u32) {
         let target = repair.unwrap_or(i);
         let step = &self.plan.steps[target];
-        let Body::Task { task, .. } = &step.body else {
+        if !matches!(step.body, Body::Task { .. }) {
             return;
-        };
+        }
         let ctx = TaskContext {
             run_id: self.run.id.clone(),
             step_id: step.id.clone(),
@@ -626,7 +629,15 @@ impl<'o> Scheduler<'o> {
             attempt,
             instance = %ctx.instance,
         );
-        let run = self.executor.run(Arc::clone(task), ctx);
+        let run = match self.executors.get(&step.executor) {
+            Some(executor) => executor.run(step, ctx),
+            None => {
+                let name = step.executor.clone();
+                Box::pin(async move {
+                    TaskOutput::failed(format!("executor `{name}` is not available in this kpilot"))
+                })
+            }
+        };
         self.executing += 1;
         self.starting.push(Box::pin(
             async move {

@@ -9,14 +9,14 @@ use std::time::Duration;
 use crate::dag::Dag;
 use crate::expr::Expr;
 use crate::id::StepId;
-use crate::plan::{Body, Need, Plan, PlannedParam, PlannedStep, RetryPolicy};
+use crate::plan::{Body, FanOut, Need, Plan, PlannedParam, PlannedStep, RetryPolicy};
 use crate::task::{ParseContext, TaskRegistry};
 use crate::workflow::{
     NeedOn, NeedSpec, Phase, StepSpec, Workflow, WorkflowSource, API_VERSION, KIND, STEP_FIELDS,
 };
 
-/// The executors a step may name.
-pub const EXECUTORS: &[&str] = &["global"];
+/// The executors every workflow may name; `spec.executors` adds more.
+pub const EXECUTORS: &[&str] = &["global", "per-node"];
 
 /// One problem in a workflow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +202,24 @@ impl Validator<'_> {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let params = self.params(&wf.spec.params);
+        let executors = wf.spec.executors.clone();
+        for (i, e) in executors.iter().enumerate() {
+            if EXECUTORS.contains(&e.name.as_str())
+                || executors[..i].iter().any(|o| o.name == e.name)
+            {
+                self.problem(format!(
+                    "spec.executors: the name `{}` is taken; give each pool a name of its own, other than {}",
+                    e.name,
+                    EXECUTORS.join(" and ")
+                ));
+            }
+            if e.concurrency == Some(0) {
+                self.problem(format!(
+                    "spec.executors `{}`: concurrency is 0; write 1 or more",
+                    e.name
+                ));
+            }
+        }
         let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
         if wf.spec.steps.is_empty() {
             self.problem("spec.steps is empty; a workflow needs at least one step");
@@ -297,16 +315,39 @@ impl Validator<'_> {
                 .executor
                 .clone()
                 .unwrap_or_else(|| "global".to_owned());
-            if !EXECUTORS.contains(&executor.as_str()) {
+            let pool = executors.iter().find(|e| e.name == executor);
+            if pool.is_none() && !EXECUTORS.contains(&executor.as_str()) {
+                let mut known: Vec<&str> = EXECUTORS.to_vec();
+                known.extend(executors.iter().map(|e| e.name.as_str()));
                 self.step_problem(
                     id,
                     "executor",
                     format!(
-                        "unknown executor `{executor}`; known executors: {}",
-                        EXECUTORS.join(", ")
+                        "unknown executor `{executor}`; known executors: {}; declare pools in spec.executors",
+                        known.join(", ")
                     ),
                 );
             }
+            let fans_out = executor == "per-node" || pool.is_some_and(|p| p.per_node);
+            let nodes = p.spec.nodes.clone().unwrap_or_default();
+            if p.spec.nodes.is_some() && !fans_out {
+                self.step_problem(
+                    id,
+                    "nodes",
+                    format!("`nodes` applies to steps that fan out over nodes; executor `{executor}` runs the step once (use `executor: per-node`, or a pool with `perNode: true`)"),
+                );
+            }
+            if nodes.max_parallel == Some(0) {
+                self.step_problem(id, "nodes.maxParallel", "maxParallel is 0; write 1 or more");
+            }
+            let fan_out = FanOut {
+                selector: nodes.selector.clone(),
+                max_parallel: nodes.max_parallel.or(pool.and_then(|p| p.concurrency)),
+                max_failures: nodes
+                    .max_failures
+                    .or(pool.and_then(|p| p.max_failures))
+                    .unwrap_or(0),
+            };
             let timeout = p
                 .spec
                 .timeout
@@ -330,6 +371,7 @@ impl Validator<'_> {
                 needs,
                 when,
                 executor,
+                fan_out,
                 body,
                 retry,
                 timeout,
@@ -373,6 +415,8 @@ impl Validator<'_> {
             dag: dag?,
             concurrency,
             params,
+            executors,
+            inventory: wf.spec.inventory,
         })
     }
 

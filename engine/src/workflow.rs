@@ -89,6 +89,53 @@ pub struct Spec {
     /// The steps, each kept as YAML until [`crate::validate`] reads it, so that
     /// an error names the step it is in.
     pub steps: Vec<serde_yaml::Value>,
+    /// Named executors (pools of nodes or agents) steps may name.
+    #[serde(default)]
+    pub executors: Vec<ExecutorSpec>,
+    /// A file listing node agents, for per-node steps without a cluster.
+    #[serde(default)]
+    pub inventory: Option<String>,
+}
+
+/// One entry of `spec.executors`: a named pool of nodes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExecutorSpec {
+    /// The name steps use in `executor:`.
+    pub name: String,
+    /// Nodes of the pool by label selector (`role=worker,zone in (a,b)`).
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Nodes of the pool by name.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// An inventory file of agents for this pool (default: `spec.inventory`).
+    #[serde(default)]
+    pub inventory: Option<String>,
+    /// Whether a step runs on every node of the pool (true) or once, on one of them.
+    #[serde(default)]
+    pub per_node: bool,
+    /// The most instances of one step running at once in this pool.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Failed instances tolerated before the step stops starting new ones.
+    #[serde(default)]
+    pub max_failures: Option<usize>,
+}
+
+/// `nodes` of a per-node step: which nodes, and how to roll over them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NodesSpec {
+    /// Label selector narrowing the executor's nodes.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// The most nodes running the step at once (default: all).
+    #[serde(default)]
+    pub max_parallel: Option<usize>,
+    /// Failed nodes tolerated; one more stops the rollout (default 0).
+    #[serde(default)]
+    pub max_failures: Option<usize>,
 }
 
 /// One entry of `spec.params`.
@@ -151,6 +198,9 @@ pub struct StepSpec {
     /// Which executor runs the step (default `global`).
     #[serde(default)]
     pub executor: Option<String>,
+    /// For a fan-out executor: which nodes, how many at once, how many may fail.
+    #[serde(default)]
+    pub nodes: Option<NodesSpec>,
     /// Retry policy.
     #[serde(default)]
     pub retry: Option<RetrySpec>,
@@ -175,6 +225,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "needs",
     "when",
     "executor",
+    "nodes",
     "retry",
     "timeout",
     "repair",

@@ -166,6 +166,11 @@ pub fn replan(run: &kpilot_engine::state::RunRecord) -> anyhow::Result<kpilot_en
     )?)
 }
 
+/// The executors a plan's steps name.
+fn executors(_plan: &kpilot_engine::Plan) -> anyhow::Result<kpilot_engine::executor::Executors> {
+    Ok(kpilot_engine::executor::Executors::new())
+}
+
 /// The exit code for how a run ended.
 fn exit_for(state: kpilot_engine::state::RunState) -> Exit {
     use kpilot_engine::state::RunState;

@@ -7,7 +7,7 @@ use kpilot_engine::scheduler::Decisions;
 use kpilot_engine::store::RunStore;
 use kpilot_engine::{RunId, StepId};
 
-use super::{exit_for, replan, user_name, StateArgs, Usage};
+use super::{executors, exit_for, replan, user_name, StateArgs, Usage};
 use crate::{progress::Progress, render, Exit};
 
 #[derive(Debug, Args)]
@@ -85,9 +85,15 @@ pub async fn drive(
     let plan = Arc::new(replan(&record)?);
     eprintln!("kpilot: {verb} run {id} of workflow `{}`", plan.name);
     let progress = Progress::new(&plan);
-    let outcome =
-        kpilot_engine::scheduler::resume(Arc::clone(&plan), store, decisions, verb, &progress)
-            .await?;
+    let outcome = kpilot_engine::scheduler::resume(
+        Arc::clone(&plan),
+        store,
+        decisions,
+        verb,
+        executors(&plan)?,
+        &progress,
+    )
+    .await?;
     progress.finish();
     render::outcome(&outcome);
     Ok(exit_for(outcome.state))

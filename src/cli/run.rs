@@ -8,7 +8,7 @@ use kpilot_engine::state::{RunRecord, RunState};
 use kpilot_engine::store::RunStore;
 use kpilot_engine::RunId;
 
-use super::{exit_for, load, StateArgs, Usage};
+use super::{executors, exit_for, load, StateArgs, Usage};
 use crate::{progress::Progress, render, Exit};
 
 #[derive(Debug, Args)]
@@ -66,7 +66,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     );
     let plan = Arc::new(plan);
     let progress = Progress::new(&plan);
-    let outcome = kpilot_engine::scheduler::start(Arc::clone(&plan), store, &progress).await?;
+    let outcome =
+        kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors(&plan)?, &progress)
+            .await?;
     progress.finish();
     render::outcome(&outcome);
     Ok(exit_for(outcome.state))
