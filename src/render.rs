@@ -50,27 +50,25 @@ impl RunView {
         match plan {
             Some(plan) => {
                 for step in &plan.steps {
-                    let mut found = false;
-                    for (sid, instance, record) in &steps {
-                        if sid == &step.id {
-                            found = true;
-                            rows.push(Row {
-                                id: step.id.to_string(),
-                                phase: step.phase.as_str().into(),
-                                body: step.body.kind().into(),
-                                instance: instance.clone(),
-                                record: record.clone(),
-                            });
+                    let mine: Vec<&(kpilot_engine::StepId, InstanceId, StepRecord)> =
+                        steps.iter().filter(|(sid, _, _)| sid == &step.id).collect();
+                    let whole = mine
+                        .iter()
+                        .find(|(_, i, _)| i == &InstanceId::global())
+                        .map(|(_, _, r)| r.clone())
+                        .unwrap_or_else(StepRecord::pending);
+                    let row = |instance: InstanceId, record: StepRecord| Row {
+                        id: step.id.to_string(),
+                        phase: step.phase.as_str().into(),
+                        body: step.body.kind().into(),
+                        instance,
+                        record,
+                    };
+                    rows.push(row(InstanceId::global(), whole));
+                    for (_, instance, record) in mine {
+                        if instance != &InstanceId::global() {
+                            rows.push(row(instance.clone(), record.clone()));
                         }
-                    }
-                    if !found {
-                        rows.push(Row {
-                            id: step.id.to_string(),
-                            phase: step.phase.as_str().into(),
-                            body: step.body.kind().into(),
-                            instance: InstanceId::global(),
-                            record: StepRecord::pending(),
-                        });
                     }
                 }
             }
@@ -181,7 +179,12 @@ impl RunView {
 
     /// One line of `runs -o json`.
     pub fn summary_json(&self) -> serde_json::Value {
-        let count = |s: StepState| self.rows.iter().filter(|r| r.record.state == s).count();
+        let count = |s: StepState| {
+            self.rows
+                .iter()
+                .filter(|r| r.instance == InstanceId::global() && r.record.state == s)
+                .count()
+        };
         serde_json::json!({
             "id": self.run.id,
             "workflow": self.run.workflow,
@@ -190,7 +193,7 @@ impl RunView {
             "createdAt": self.run.created_at,
             "updatedAt": self.run.updated_at,
             "steps": {
-                "total": self.rows.len(),
+                "total": self.rows.iter().filter(|r| r.instance == InstanceId::global()).count(),
                 "succeeded": count(StepState::Succeeded),
                 "failed": count(StepState::Failed),
                 "skipped": count(StepState::Skipped),

@@ -18,6 +18,9 @@ pub struct LogsArgs {
     /// Which attempt [default: the last].
     #[arg(long)]
     attempt: Option<u32>,
+    /// For a step run on every node: which node's output.
+    #[arg(long)]
+    node: Option<String>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -37,13 +40,21 @@ pub fn logs(args: LogsArgs) -> anyhow::Result<Exit> {
         }
         Err(e) => return Err(e.into()),
     };
-    let instance = InstanceId::global();
+    let instance = args
+        .node
+        .clone()
+        .map_or_else(InstanceId::global, InstanceId::named);
     let record = store
         .steps()?
         .into_iter()
         .find(|(s, i, _)| s == &step && i == &instance)
         .map(|(_, _, r)| r)
-        .ok_or_else(|| Usage(format!("step `{step}` has not run in run {id}")))?;
+        .ok_or_else(|| {
+            Usage(match &args.node {
+                Some(node) => format!("step `{step}` has not run on node `{node}` in run {id}"),
+                None => format!("step `{step}` has not run in run {id}"),
+            })
+        })?;
     let attempt = args.attempt.unwrap_or(record.attempts);
     if attempt == 0 || attempt > record.attempts {
         return Err(Usage(format!(

@@ -6,6 +6,8 @@
 //! moment, the store holds every attempt that began and every one that ended,
 //! so [`resume`] knows which steps may have left a side effect half done.
 
+mod fan_out;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,6 +116,20 @@ enum Done {
     RetryDue {
         step: usize,
     },
+    Instances {
+        step: usize,
+        result: Result<Vec<InstanceId>, String>,
+    },
+    NodeAttempt {
+        step: usize,
+        node: usize,
+        attempt: u32,
+        output: TaskOutput,
+    },
+    NodeRetryDue {
+        step: usize,
+        node: usize,
+    },
 }
 
 struct Scheduler<'o> {
@@ -140,6 +156,10 @@ struct Scheduler<'o> {
     executors: Executors,
     last_snapshot: Instant,
     facts: crate::store::Facts,
+    /// The instances of steps that fan out over nodes, by step.
+    fans: Vec<Option<fan_out::Fan>>,
+    /// Steps whose nodes are being rolled over now.
+    active_fans: Vec<usize>,
 }
 
 const INSTANCE: fn() -> InstanceId = InstanceId::global;
@@ -156,9 +176,16 @@ impl<'o> Scheduler<'o> {
         let facts = store.facts();
         let n = plan.steps.len();
         let mut records = vec![StepRecord::pending(); n];
-        for (step, _instance, record) in store.steps()? {
+        let mut fans: Vec<Option<fan_out::Fan>> = (0..n).map(|_| None).collect();
+        for (step, instance, record) in store.steps()? {
             if let Some(i) = plan.index_of(step.as_str()) {
-                records[i] = record;
+                if instance == InstanceId::global() {
+                    records[i] = record;
+                } else {
+                    fans[i]
+                        .get_or_insert_with(fan_out::Fan::default)
+                        .add(instance, record);
+                }
             }
         }
         let mut dependents = vec![Vec::new(); n];
@@ -190,6 +217,8 @@ impl<'o> Scheduler<'o> {
             executors,
             last_snapshot: Instant::now(),
             facts,
+            fans,
+            active_fans: Vec::new(),
         };
         s.run.state = RunState::Running;
         s.run.updated_at = Utc::now();
@@ -307,10 +336,23 @@ impl<'o> Scheduler<'o> {
                 r.ended_at = Some(Utc::now());
                 r.repairing = false;
                 self.set(i, r, true);
+                self.prepare_resume_nodes(i, false, Some(&reason));
                 reset[i] = true;
                 continue;
             }
+            let fans_out = step.executor != "global";
             let again = match record.state {
+                // A fanned-out step's nodes say what runs again; the step
+                // itself is decided anew and rolls over what is left.
+                StepState::Running
+                | StepState::Interrupted
+                | StepState::Failed
+                | StepState::Blocked
+                    if fans_out =>
+                {
+                    self.prepare_resume_nodes(i, retry[i], None);
+                    true
+                }
                 StepState::Running if step.idempotent || retry[i] => true,
                 StepState::Running => {
                     let mut r = record;
@@ -429,6 +471,17 @@ impl<'o> Scheduler<'o> {
                 self.repair_ended(step, repair, attempt, output);
             }
             Ok(Done::RetryDue { step }) => self.ready.push_back(step),
+            Ok(Done::Instances { step, result }) => self.instances_known(step, result),
+            Ok(Done::NodeAttempt {
+                step,
+                node,
+                attempt,
+                output,
+            }) => {
+                self.executing -= 1;
+                self.node_attempt_ended(step, node, attempt, output);
+            }
+            Ok(Done::NodeRetryDue { step, node }) => self.node_retry_due(step, node),
             Err(e) => {
                 // A task that panicked: its step cannot be identified from the
                 // join error, so the run is left for resume to sort out.
@@ -544,6 +597,7 @@ impl<'o> Scheduler<'o> {
                     self.set(i, r, true);
                 }
             },
+            Body::Task { .. } if step.executor != "global" => self.fan_out(i),
             Body::Task { .. } => {
                 self.retries_used[i] = 0;
                 self.repaired[i] = false;
@@ -601,6 +655,7 @@ impl<'o> Scheduler<'o> {
             self.set(i, r, false);
             self.spawn(i, None, attempt);
         }
+        self.start_ready_nodes();
     }
 
     /// Prepares an attempt of step `i`, or of `repair` on behalf of `i`. The
@@ -818,6 +873,7 @@ impl<'o> Scheduler<'o> {
     /// processes) and record what was cut short.
     fn stop(&mut self, signal: &'static str) {
         self.in_flight.abort_all();
+        self.stop_nodes(signal);
         let plan = Arc::clone(&self.plan);
         for i in 0..self.records.len() {
             if self.records[i].state != StepState::Running {
@@ -846,7 +902,8 @@ impl<'o> Scheduler<'o> {
             .records
             .iter()
             .zip(&self.plan.steps)
-            .any(|(r, step)| r.state == StepState::Pending && step.phase != Phase::Repair);
+            .any(|(r, step)| r.state == StepState::Pending && step.phase != Phase::Repair)
+            || self.nodes_waiting();
         let state = if stopped_by.is_some()
             || any(StepState::Blocked)
             || any(StepState::Interrupted)
@@ -919,3 +976,6 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
