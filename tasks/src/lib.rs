@@ -5,11 +5,16 @@
 //! interpreter). Processes are started by [`process`], which owns their
 //! process groups so that a timeout or a stop kills everything they started.
 
+pub mod agent;
+pub mod executor;
+pub mod node;
 pub mod params;
 pub mod process;
 pub mod task;
 
 use kpilot_engine::TaskRegistry;
+
+pub use executor::{executors, ExecutorError, ExecutorOptions};
 
 /// A registry with every task kind of this crate.
 pub fn registry() -> TaskRegistry {
