@@ -27,5 +27,5 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {
         by: user_name(),
         ..Decisions::default()
     };
-    super::resume::drive(&args.run, &args.state, decisions, "approve").await
+    super::resume::drive(&args.run, &args.state, decisions, "approve", None).await
 }

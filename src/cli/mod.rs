@@ -1,5 +1,6 @@
 //! Command-line arguments and the dispatch of each verb to its module.
 
+mod agent;
 mod approve;
 mod graph;
 mod logs;
@@ -44,6 +45,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print a workflow's step graph as DOT or Mermaid.
     Graph(graph::GraphArgs),
+    /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
+    Agent(agent::AgentArgs),
 }
 
 /// Where runs are kept.
@@ -99,6 +102,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::logs(args),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
+        Command::Agent(args) => agent::agent(args).await,
     }
 }
 
@@ -166,9 +170,25 @@ pub fn replan(run: &kpilot_engine::state::RunRecord) -> anyhow::Result<kpilot_en
     )?)
 }
 
-/// The executors a plan's steps name.
-fn executors(_plan: &kpilot_engine::Plan) -> anyhow::Result<kpilot_engine::executor::Executors> {
-    Ok(kpilot_engine::executor::Executors::new())
+/// The executors a plan's steps name: `global`, `per-node` and its pools.
+/// `inventory` is `--inventory`; `workdir` the run's working directory.
+fn executors(
+    plan: &kpilot_engine::Plan,
+    inventory: Option<&std::path::Path>,
+    workdir: &std::path::Path,
+) -> anyhow::Result<kpilot_engine::executor::Executors> {
+    let inventory = match inventory {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .map_err(|e| Usage(format!("--inventory {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let options = kpilot_tasks::ExecutorOptions {
+        inventory,
+        workdir: workdir.to_owned(),
+    };
+    kpilot_tasks::executors(plan, &options).map_err(|e| Usage(e.to_string()).into())
 }
 
 /// The exit code for how a run ended.

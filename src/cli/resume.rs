@@ -23,6 +23,9 @@ pub struct ResumeArgs {
     /// Why, for each --skip in order (one reason may serve them all).
     #[arg(long, value_name = "TEXT")]
     reason: Vec<String>,
+    /// Inventory of node agents [default: the one the run started with].
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<std::path::PathBuf>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -68,7 +71,14 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
         approve: None,
         by: user_name(),
     };
-    drive(&args.run, &args.state, decisions, "resume").await
+    drive(
+        &args.run,
+        &args.state,
+        decisions,
+        "resume",
+        args.inventory.as_deref(),
+    )
+    .await
 }
 
 /// Opens a run, re-plans it from its stored workflow and drives it on.
@@ -77,6 +87,7 @@ pub async fn drive(
     state: &StateArgs,
     decisions: Decisions,
     verb: &str,
+    inventory: Option<&std::path::Path>,
 ) -> anyhow::Result<Exit> {
     let id = RunId::parse(run).map_err(Usage)?;
     let state_dir = state.state_dir()?;
@@ -90,7 +101,7 @@ pub async fn drive(
         store,
         decisions,
         verb,
-        executors(&plan)?,
+        executors(&plan, inventory, &record.workdir)?,
         &progress,
     )
     .await?;

@@ -21,6 +21,9 @@ pub struct RunArgs {
     /// The run's id [default: the workflow's name, the time and a random suffix].
     #[arg(long)]
     run_id: Option<String>,
+    /// Inventory of node agents for per-node steps (remembered for resume).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -58,6 +61,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         state: RunState::Running,
         approvals: Default::default(),
     };
+    let executors = executors(&plan, args.inventory.as_deref(), &record.workdir)?;
     let store = RunStore::create(&state_dir, &record)?;
     eprintln!(
         "kpilot: run {id} of workflow `{}` ({} steps)",
@@ -67,8 +71,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let plan = Arc::new(plan);
     let progress = Progress::new(&plan);
     let outcome =
-        kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors(&plan)?, &progress)
-            .await?;
+        kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors, &progress).await?;
     progress.finish();
     render::outcome(&outcome);
     Ok(exit_for(outcome.state))

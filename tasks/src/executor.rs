@@ -1,0 +1,363 @@
+//! The `per-node` executor and custom pools (`spec.executors`): step attempts
+//! sent to node agents listed in an inventory.
+//!
+//! [`executors`] builds every executor a plan can name: `global` (the
+//! engine's), `per-node` and one per pool. The scheduler asks each for a
+//! step's instances (one per node for a fan-out step, sorted by name) and
+//! rolls over them with the step's `nodes.maxParallel` and `maxFailures`.
+//!
+//! Which inventory a run uses, first match wins:
+//! 1. `--inventory FILE` given to `kpilot run` or `kpilot resume`;
+//! 2. the inventory the run used before (kept in the run's facts as
+//!    [`INVENTORY_FACT`], so `kpilot resume` needs no flag);
+//! 3. `spec.inventory`, relative to the run's working directory.
+//!
+//! A pool with its own `inventory:` uses that file (relative to the working
+//! directory). Without any inventory a per-node step fails and says to pass
+//! `--inventory`; a cluster's node list (`cluster.nodes`) plugs in at
+//! [`Fleet`] as another source of agents.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kpilot_engine::executor::{AttemptFuture, Executor, Executors, InstancesFuture};
+use kpilot_engine::store::Facts;
+use kpilot_engine::workflow::ExecutorSpec;
+use kpilot_engine::{Body, InstanceId, Plan, PlannedStep, TaskContext, TaskOutput};
+use tokio::sync::Semaphore;
+use tracing::Instrument as _;
+
+use crate::agent::{AgentClient, AgentError, Inventory, RunRequest, Selector};
+
+/// The fact under which a run keeps the absolute path of its inventory.
+pub const INVENTORY_FACT: &str = "kpilot.inventory";
+
+/// What the CLI knows that the plan does not.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutorOptions {
+    /// `--inventory FILE`, absolute.
+    pub inventory: Option<PathBuf>,
+    /// The run's working directory: `spec.inventory` and pools' `inventory`
+    /// are relative to it.
+    pub workdir: PathBuf,
+}
+
+/// What is wrong with a plan's executors before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A pool's or a step's label selector does not parse.
+    #[error("{whose}: {message}")]
+    Selector {
+        /// `executor POOL` or `step ID`.
+        whose: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Builds `global`, `per-node` and every pool of `plan.executors`.
+pub fn executors(plan: &Plan, options: &ExecutorOptions) -> Result<Executors, ExecutorError> {
+    let fleet = Arc::new(Fleet {
+        cli: options.inventory.clone(),
+        spec: plan.inventory.clone(),
+        workdir: options.workdir.clone(),
+        loaded: Mutex::default(),
+    });
+    for step in &plan.steps {
+        if let Some(s) = &step.fan_out.selector {
+            Selector::parse(s).map_err(|message| ExecutorError::Selector {
+                whose: format!("step {}: nodes.selector", step.id),
+                message,
+            })?;
+        }
+    }
+    let mut all = Executors::new();
+    all.insert(
+        "per-node",
+        Arc::new(PerNode {
+            fleet: Arc::clone(&fleet),
+            pool: None,
+        }),
+    );
+    for spec in &plan.executors {
+        let selector = match &spec.selector {
+            Some(s) => Some(
+                Selector::parse(s).map_err(|message| ExecutorError::Selector {
+                    whose: format!("executor {}", spec.name),
+                    message,
+                })?,
+            ),
+            None => None,
+        };
+        let pool = Pool {
+            spec: spec.clone(),
+            selector,
+            slots: Arc::new(Semaphore::new(spec.concurrency.unwrap_or(usize::MAX >> 4))),
+        };
+        all.insert(
+            spec.name.clone(),
+            Arc::new(PerNode {
+                fleet: Arc::clone(&fleet),
+                pool: Some(pool),
+            }),
+        );
+    }
+    Ok(all)
+}
+
+/// Where agents come from: inventory files, each read once per process.
+pub struct Fleet {
+    cli: Option<PathBuf>,
+    spec: Option<String>,
+    workdir: PathBuf,
+    loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
+}
+
+/// An inventory and a client for each of its agents.
+struct Loaded {
+    inventory: Inventory,
+    clients: BTreeMap<String, AgentClient>,
+}
+
+impl Fleet {
+    /// The run's inventory path (see the module docs for the order).
+    async fn main_path(&self, facts: &Facts) -> Result<PathBuf, String> {
+        if let Some(path) = &self.cli {
+            // Remembered for a resume without --inventory; a later
+            // --inventory still wins over what is remembered.
+            let remembered = path.display().to_string();
+            let _ = facts
+                .get_or_fetch(INVENTORY_FACT, || async move {
+                    Ok(serde_json::Value::String(remembered))
+                })
+                .await;
+            return Ok(path.clone());
+        }
+        let spec = self.spec.as_ref().map(|s| self.workdir.join(s));
+        let found = facts
+            .get_or_fetch(INVENTORY_FACT, || async move {
+                match spec {
+                    Some(p) => Ok(serde_json::Value::String(p.display().to_string())),
+                    None => Err("no inventory".to_owned()),
+                }
+            })
+            .await;
+        match found {
+            Ok(serde_json::Value::String(p)) => Ok(PathBuf::from(p)),
+            _ => Err("this step runs on nodes, but no inventory of node agents is known and no cluster is configured: pass --inventory FILE to kpilot run (or resume), or set spec.inventory".to_owned()),
+        }
+    }
+
+    fn load(&self, path: &Path) -> Result<Arc<Loaded>, String> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| "the inventory cache is poisoned".to_owned())?;
+        if let Some(l) = loaded.get(path) {
+            return Ok(Arc::clone(l));
+        }
+        let inventory = Inventory::read(path).map_err(|e| e.to_string())?;
+        let clients = inventory
+            .agents
+            .iter()
+            .map(|a| Ok((a.name.clone(), AgentClient::new(&inventory, a)?)))
+            .collect::<Result<BTreeMap<_, _>, AgentError>>()
+            .map_err(|e| e.to_string())?;
+        let l = Arc::new(Loaded { inventory, clients });
+        loaded.insert(path.to_owned(), Arc::clone(&l));
+        Ok(l)
+    }
+}
+
+/// A named pool of `spec.executors`.
+struct Pool {
+    spec: ExecutorSpec,
+    selector: Option<Selector>,
+    /// `concurrency` of a pool that runs each step once.
+    slots: Arc<Semaphore>,
+}
+
+/// `per-node`, or a pool: sends attempts to agents.
+struct PerNode {
+    fleet: Arc<Fleet>,
+    pool: Option<Pool>,
+}
+
+impl PerNode {
+    async fn inventory(&self, facts: &Facts) -> Result<Arc<Loaded>, String> {
+        let path = match self.pool.as_ref().and_then(|p| p.spec.inventory.as_ref()) {
+            Some(own) => self.fleet.workdir.join(own),
+            None => self.fleet.main_path(facts).await?,
+        };
+        self.fleet.load(&path)
+    }
+
+    /// The agents of the pool (all of the inventory for `per-node`), by name.
+    fn members<'l>(&self, loaded: &'l Loaded) -> Result<Vec<&'l crate::agent::Agent>, String> {
+        let Some(pool) = &self.pool else {
+            return Ok(loaded.inventory.agents.iter().collect());
+        };
+        let missing: Vec<&str> = pool
+            .spec
+            .nodes
+            .iter()
+            .filter(|n| loaded.inventory.agent(n).is_none())
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "executor {}: nodes {} are not in the inventory {}",
+                pool.spec.name,
+                missing.join(", "),
+                loaded.inventory.path.display()
+            ));
+        }
+        Ok(loaded
+            .inventory
+            .agents
+            .iter()
+            .filter(|a| pool.spec.nodes.is_empty() || pool.spec.nodes.contains(&a.name))
+            .filter(|a| pool.selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
+            .collect())
+    }
+
+    fn fans_out(&self) -> bool {
+        self.pool.as_ref().is_none_or(|p| p.spec.per_node)
+    }
+}
+
+fn request(step: &PlannedStep, ctx: &TaskContext) -> Result<RunRequest, String> {
+    let Body::Task { kind, spec, .. } = &step.body else {
+        return Err(format!("a {} step has nothing to run", step.body.kind()));
+    };
+    Ok(RunRequest {
+        kind: (*kind).to_owned(),
+        body: spec.clone(),
+        run_id: ctx.run_id.to_string(),
+        step_id: ctx.step_id.to_string(),
+        instance: ctx.instance.to_string(),
+        attempt: ctx.attempt,
+        params: ctx.params.as_ref().clone(),
+        timeout_ms: step.timeout.map(|t| t.as_millis() as u64),
+    })
+}
+
+impl Executor for PerNode {
+    fn instances<'a>(&'a self, step: &'a PlannedStep, facts: &'a Facts) -> InstancesFuture<'a> {
+        Box::pin(async move {
+            if let Some(pool) = self.pool.as_ref().filter(|p| !p.spec.per_node) {
+                // One instance, named after the pool (`global` is the
+                // scheduler's own); it runs on the first member that answers.
+                return Ok(vec![InstanceId::named(pool.spec.name.clone())]);
+            }
+            let loaded = self.inventory(facts).await?;
+            let selector = match &step.fan_out.selector {
+                Some(s) => Some(Selector::parse(s)?),
+                None => None,
+            };
+            let mut names: Vec<String> = self
+                .members(&loaded)?
+                .into_iter()
+                .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
+                .map(|a| a.name.clone())
+                .collect();
+            names.sort();
+            if names.is_empty() {
+                return Err(format!(
+                    "no node of the inventory {} matches{}{}",
+                    loaded.inventory.path.display(),
+                    self.pool
+                        .as_ref()
+                        .map(|p| format!(" executor {}", p.spec.name))
+                        .unwrap_or_default(),
+                    step.fan_out
+                        .selector
+                        .as_ref()
+                        .map(|s| format!(" selector `{s}`"))
+                        .unwrap_or_default()
+                ));
+            }
+            Ok(names.into_iter().map(InstanceId::named).collect())
+        })
+    }
+
+    fn run(&self, step: &PlannedStep, ctx: TaskContext) -> AttemptFuture {
+        let request = match request(step, &ctx) {
+            Ok(r) => r,
+            Err(e) => return Box::pin(async move { TaskOutput::failed(e) }),
+        };
+        let fans_out = self.fans_out();
+        let fleet = Arc::clone(&self.fleet);
+        // The pool's own parts, cloned so that the future owns them.
+        let pool = self.pool.as_ref().map(|p| Pool {
+            spec: p.spec.clone(),
+            selector: p.selector.clone(),
+            slots: Arc::clone(&p.slots),
+        });
+        let this = PerNode { fleet, pool };
+        let span = tracing::info_span!("agent", node.name = %ctx.instance);
+        Box::pin(
+            async move {
+                let loaded = match this.inventory(&ctx.facts).await {
+                    Ok(l) => l,
+                    Err(e) => return TaskOutput::failed(e),
+                };
+                let members = match this.members(&loaded) {
+                    Ok(m) => m,
+                    Err(e) => return TaskOutput::failed(e),
+                };
+                if fans_out {
+                    let name = ctx.instance.as_str();
+                    if !members.iter().any(|a| a.name == name) {
+                        return TaskOutput::failed(format!(
+                            "node {name} is not in the inventory {}{}",
+                            loaded.inventory.path.display(),
+                            this.pool
+                                .as_ref()
+                                .map(|p| format!(" (executor {})", p.spec.name))
+                                .unwrap_or_default()
+                        ));
+                    }
+                    return match loaded.clients.get(name) {
+                        Some(client) => client.run(&request).await,
+                        None => TaskOutput::failed(format!("node {name} has no agent client")),
+                    };
+                }
+                // Once, on the first member that answers.
+                let Some(pool) = &this.pool else {
+                    return TaskOutput::failed("a per-node step has no node");
+                };
+                let Ok(_slot) = pool.slots.acquire().await else {
+                    return TaskOutput::failed("the pool is closed");
+                };
+                let mut tried = Vec::new();
+                for agent in members {
+                    let Some(client) = loaded.clients.get(&agent.name) else {
+                        continue;
+                    };
+                    match client.healthy(Duration::from_secs(3)).await {
+                        Ok(()) => {
+                            let mut request = request;
+                            request.instance = agent.name.clone();
+                            tracing::info!(node = %agent.name, "running once on this pool member");
+                            return client.run(&request).await;
+                        }
+                        Err(e) => tried.push(e),
+                    }
+                }
+                TaskOutput::failed(format!(
+                    "no agent of executor {} answered: {}",
+                    pool.spec.name,
+                    if tried.is_empty() {
+                        "the pool has no agents".to_owned()
+                    } else {
+                        tried.join("; ")
+                    }
+                ))
+            }
+            .instrument(span),
+        )
+    }
+}
