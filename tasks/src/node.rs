@@ -281,7 +281,20 @@ pub fn parse_iptables_save(text: &str) -> Value {
 
 async fn iptables() -> Result<Value, NodeError> {
     let text = output("iptables", "iptables-save", &[]).await?;
-    Ok(parse_iptables_save(&text))
+    let mut value = parse_iptables_save(&text);
+    // A filter table never loaded accepts everything: show it that way, so
+    // that `data.filter.FORWARD.rules` is there on every node.
+    if let Value::Object(tables) = &mut value {
+        let filter = tables.entry("filter").or_insert_with(|| json!({}));
+        if let Value::Object(chains) = filter {
+            for chain in ["INPUT", "FORWARD", "OUTPUT"] {
+                chains
+                    .entry(chain)
+                    .or_insert_with(|| json!({"policy": "ACCEPT", "rules": []}));
+            }
+        }
+    }
+    Ok(value)
 }
 
 async fn nft() -> Result<Value, NodeError> {
