@@ -6,3 +6,4 @@ mod util;
 
 mod agent;
 mod engine;
+mod trace;

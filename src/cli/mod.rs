@@ -8,6 +8,7 @@ mod resume;
 mod run;
 mod runs;
 mod status;
+mod trace;
 mod validate;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print a workflow's step graph as DOT or Mermaid.
     Graph(graph::GraphArgs),
+    /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
+    Trace(trace::TraceArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
 }
@@ -102,6 +105,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::logs(args),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
+        Command::Trace(args) => trace::trace(args).await,
         Command::Agent(args) => agent::agent(args).await,
     }
 }

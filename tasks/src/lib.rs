@@ -1,9 +1,10 @@
 //! kpilot's task kinds: what a step body does once the engine starts it.
 //!
 //! Each kind lives in [`task`] and is registered by [`registry`]: `command`
-//! (an argv, never through a shell) and `script` (a source run by an
-//! interpreter). Processes are started by [`process`], which owns their
-//! process groups so that a timeout or a stop kills everything they started.
+//! (an argv, never through a shell), `script` (a source run by an
+//! interpreter) and `trace` (packet drops traced with eBPF, judged by CEL).
+//! Processes are started by [`process`], which owns their process groups so
+//! that a timeout or a stop kills everything they started.
 
 pub mod agent;
 pub mod executor;
@@ -21,5 +22,6 @@ pub fn registry() -> TaskRegistry {
     let mut registry = TaskRegistry::new();
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));
+    registry.register(Box::new(task::trace::TraceKind));
     registry
 }

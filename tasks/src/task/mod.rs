@@ -2,6 +2,7 @@
 
 pub mod command;
 pub mod script;
+pub mod trace;
 
 use kpilot_engine::TaskContext;
 
