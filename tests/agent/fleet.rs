@@ -23,6 +23,9 @@ kptest!(
             "wf.yaml",
             &format!(
                 "{HEAD}spec:
+  executors:
+    - {{name: evens, selector: role=even, perNode: true, concurrency: 2}}
+    - {{name: jump, nodes: [node-05, node-03], perNode: false}}
   steps:
     - id: roll
       phase: upgrade
@@ -39,6 +42,16 @@ kptest!(
       executor: per-node
       nodes: {{selector: role=odd}}
       command: [touch, \"marks/odd-{{{{params.x}}}}\"]
+    - id: even-pool
+      phase: post-check
+      needs: [roll]
+      executor: evens
+      script: touch marks/pool-$KPILOT_INSTANCE
+    - id: once
+      phase: post-check
+      needs: [roll]
+      executor: jump
+      script: echo $KPILOT_INSTANCE >> marks/once
   params:
     - {{name: x, default: ok}}
 "
@@ -96,10 +109,25 @@ kptest!(
         assert!(peak <= 3, "{peak} nodes ran at once; maxParallel is 3");
         assert!(peak >= 2, "the rollout never ran nodes side by side");
         assert!(dir.exists("marks/odd-ok"));
+        // A pool fanned out over its members only; a perNode: false pool ran
+        // once, on its first member by name.
+        let evens: Vec<String> = (2..=22)
+            .step_by(2)
+            .map(|i| format!("node-{i:02}"))
+            .collect();
+        for n in &evens {
+            assert!(dir.exists(&format!("marks/pool-{n}")), "{n}");
+        }
+        assert!(!dir.exists("marks/pool-node-01"));
+        assert_eq!(dir.read("marks/once"), "node-03\n");
         let status = dir.status("r");
         let roll = instances(&status, "roll");
         assert_eq!(roll.len(), 22);
         assert!(roll.values().all(|(s, _)| s == "succeeded"), "{roll:?}");
+        let pool = instances(&status, "even-pool");
+        assert_eq!(pool.keys().cloned().collect::<Vec<_>>(), evens);
+        let once = instances(&status, "once");
+        assert_eq!(once.keys().cloned().collect::<Vec<_>>(), ["jump"]);
         let odd = instances(&status, "odd-only");
         assert_eq!(
             odd.keys().cloned().collect::<Vec<_>>(),

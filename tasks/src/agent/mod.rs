@@ -23,6 +23,9 @@ pub mod client;
 pub mod inventory;
 pub mod server;
 
+#[cfg(test)]
+mod loopback;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
