@@ -1,10 +1,12 @@
 //! eBPF tracing through the binary, on the real kernel: a `trace` step judging drops between
-//! two network namespaces while a step beside it sends traffic, and `kpilot trace drops`.
+//! two network namespaces while a step beside it sends traffic, the same step on every node
+//! through the agents, and `kpilot trace drops`.
 //!
 //! They need root (eBPF, namespaces) and `ip`, `nft`, `bash` and `timeout`
 //! (`scripts/install-bpf-deps`); without root they print why and pass.
 
 mod cli;
+mod nodes;
 mod step;
 
 use std::process::{Command, Stdio};
