@@ -326,6 +326,8 @@ impl Scheduler<'_> {
                 }
                 r.state = StepState::Failed;
                 r.reason = Some(failure);
+                // What a failed node check found is kept for reports.
+                r.output = output.output;
                 r.ended_at = Some(Utc::now());
                 self.set_node(i, k, r, true);
                 self.node_failed(i);
