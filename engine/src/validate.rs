@@ -379,13 +379,12 @@ impl Validator<'_> {
                 idempotent,
             });
         }
-        for (j, p) in parsed.iter().enumerate() {
+        for p in &parsed {
             if p.spec.phase == Phase::Repair
                 && !parsed
                     .iter()
                     .any(|q| q.spec.repair.as_deref() == Some(p.spec.id.as_str()))
             {
-                let _ = j;
                 self.step_problem(
                     &p.spec.id,
                     "phase",
