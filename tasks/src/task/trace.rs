@@ -619,7 +619,7 @@ mod tests {
     }
 
     fn report(groups: Vec<DropGroup>, lost: u64) -> DropReport {
-        let received = groups.iter().map(|g| g.count).sum();
+        let received: u64 = groups.iter().map(|g| g.count).sum();
         serde_json::from_value(serde_json::json!({
             "kernel": {"release": "6.18", "machine": "x86_64", "reasons_source": "btf",
                        "reasons": 130, "tracefs": "/sys/kernel/tracing"},
