@@ -5,5 +5,6 @@
 mod util;
 
 mod agent;
+mod cluster;
 mod engine;
 mod trace;

@@ -7,19 +7,39 @@
 //! that a timeout or a stop kills everything they started.
 
 pub mod agent;
+pub mod data;
 pub mod executor;
+pub mod expr;
 pub mod node;
 pub mod params;
 pub mod process;
+pub mod quantity;
 pub mod task;
+pub mod version;
+
+use std::sync::Arc;
 
 use kpilot_engine::TaskRegistry;
 
+pub use data::ClusterConfig;
+
 pub use executor::{executors, ExecutorError, ExecutorOptions};
 
-/// A registry with every task kind of this crate.
+/// A registry with every task kind of this crate; `check` steps reach the
+/// cluster as kubectl would with no flags (`$KUBECONFIG`, `~/.kube/config`,
+/// then in-cluster).
 pub fn registry() -> TaskRegistry {
+    registry_with(ClusterConfig::default())
+}
+
+/// A registry with every task kind of this crate; `check` steps reach the
+/// cluster through `cluster` (the CLI's `--kubeconfig` and `--context`).
+/// Nothing connects until a check queries `cluster.*`.
+pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
     let mut registry = TaskRegistry::new();
+    registry.register(Box::new(task::check::CheckKind::new(Arc::new(
+        data::Cluster::new(cluster),
+    ))));
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));
     registry.register(Box::new(task::trace::TraceKind));

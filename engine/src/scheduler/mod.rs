@@ -814,6 +814,9 @@ impl<'o> Scheduler<'o> {
         }
         r.state = StepState::Failed;
         r.repairing = false;
+        // A failed attempt's structured output (a check's failed items) is
+        // kept too, for reports and for `steps.ID.output` in later steps.
+        r.output = output.output;
         r.reason = Some(if self.repaired[i] {
             format!("still failing after repair: {failure}")
         } else {

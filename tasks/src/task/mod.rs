@@ -1,5 +1,6 @@
 //! One module per task kind.
 
+pub mod check;
 pub mod command;
 pub mod script;
 pub mod trace;
@@ -10,7 +11,7 @@ use crate::params::env_name;
 
 /// The environment every process of a step gets: its params as `PARAM_*`, and
 /// where it runs as `KPILOT_*`.
-fn step_env(ctx: &TaskContext) -> Vec<(String, String)> {
+pub(crate) fn step_env(ctx: &TaskContext) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = ctx
         .params
         .iter()

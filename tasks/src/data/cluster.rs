@@ -1,0 +1,460 @@
+//! The `cluster.*` driver: the Kubernetes API, connected like kubectl.
+//!
+//! The connection is made on the first query that needs it, so a workflow
+//! without cluster checks never reads a kubeconfig.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Node, PodTemplateSpec};
+use kpilot_engine::TaskContext;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use super::{chain, ClusterQuery, DataError, Failure, ResourceQuery};
+
+/// How to reach the cluster, as kubectl's `--kubeconfig` and `--context`.
+///
+/// With neither set: `$KUBECONFIG` (or `~/.kube/config`), then the
+/// in-cluster service account. With `context` only: that context of
+/// `$KUBECONFIG` (or `~/.kube/config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// A kubeconfig file, instead of `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig, instead of its current context.
+    pub context: Option<String>,
+}
+
+/// A cluster, connected on first use.
+pub struct Cluster {
+    config: ClusterConfig,
+    client: OnceCell<kube::Client>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("config", &self.config)
+            .field("connected", &self.client.initialized())
+            .finish()
+    }
+}
+
+/// How long a request may wait for a TCP/TLS connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Cluster {
+    /// A cluster reached through `config`; nothing is read until a query runs.
+    pub fn new(config: ClusterConfig) -> Self {
+        Cluster {
+            config,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// Whether a client has been made (tests of laziness).
+    pub fn connected(&self) -> bool {
+        self.client.initialized()
+    }
+
+    /// The client, made on first use. Must be called inside a tokio runtime.
+    pub async fn client(&self) -> Result<kube::Client, DataError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut config = self.kube_config().await?;
+                config.connect_timeout = Some(CONNECT_TIMEOUT);
+                kube::Client::try_from(config).map_err(|e| DataError::Config(chain(&e)))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn kube_config(&self) -> Result<kube::Config, DataError> {
+        let options = KubeConfigOptions {
+            context: self.config.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match &self.config.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                    DataError::Config(format!("kubeconfig {}: {}", path.display(), chain(&e)))
+                })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+            }
+            None if options.context.is_some() => kube::Config::from_kubeconfig(&options).await,
+            None => {
+                return kube::Config::infer()
+                    .await
+                    .map_err(|e| DataError::Config(chain(&e)))
+            }
+        };
+        config.map_err(|e| DataError::Config(chain(&e)))
+    }
+}
+
+/// Sorts a client error into worth retrying or not.
+fn failure(query: &str, error: kube::Error) -> Failure {
+    match &error {
+        kube::Error::Api(r) if r.code == 429 || r.code >= 500 => Failure::Transient(chain(&error)),
+        kube::Error::Api(r) => Failure::Permanent(DataError::Api {
+            query: query.to_owned(),
+            message: format!(
+                "the API server answered {} {}: {}",
+                r.code, r.reason, r.message
+            ),
+        }),
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            Failure::Transient(chain(&error))
+        }
+        _ => Failure::Permanent(DataError::Api {
+            query: query.to_owned(),
+            message: chain(&error),
+        }),
+    }
+}
+
+/// One request (or one set of requests) for `query`.
+pub(crate) async fn fetch(
+    client: &kube::Client,
+    query: &ClusterQuery,
+    ctx: &TaskContext,
+    name: &str,
+) -> Result<Value, Failure> {
+    let fail = |e| failure(name, e);
+    let render = |t: &Option<crate::params::Template>| {
+        t.as_ref()
+            .map(|t| t.render(&ctx.params))
+            .filter(|s| !s.is_empty())
+    };
+    let list_params = |labels: Option<String>, fields: Option<String>| {
+        let mut lp = ListParams::default();
+        if let Some(l) = labels {
+            lp = lp.labels(&l);
+        }
+        if let Some(f) = fields {
+            lp = lp.fields(&f);
+        }
+        lp
+    };
+    match query {
+        ClusterQuery::Version => {
+            let info = client.apiserver_version().await.map_err(fail)?;
+            Ok(serde_json::to_value(info).unwrap_or(Value::Null))
+        }
+        ClusterQuery::Apis => {
+            let mut apis: Vec<String> = client
+                .list_core_api_versions()
+                .await
+                .map_err(fail)?
+                .versions;
+            for group in client.list_api_groups().await.map_err(fail)?.groups {
+                apis.extend(group.versions.into_iter().map(|v| v.group_version));
+            }
+            Ok(json!(apis))
+        }
+        ClusterQuery::Nodes {
+            label_selector,
+            field_selector,
+        } => {
+            let lp = list_params(render(label_selector), render(field_selector));
+            let nodes = Api::<Node>::all(client.clone())
+                .list(&lp)
+                .await
+                .map_err(fail)?;
+            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+        }
+        ClusterQuery::Addons { namespace } => {
+            let ns = render(namespace).unwrap_or_else(|| "kube-system".to_owned());
+            let lp = ListParams::default();
+            let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &ns)
+                .list(&lp)
+                .await
+                .map_err(fail)?;
+            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
+                .list(&lp)
+                .await
+                .map_err(fail)?;
+            let mut addons = serde_json::Map::new();
+            for ds in &daemonsets.items {
+                let (name, value) = daemonset(ds, &ns);
+                addons.insert(name, value);
+            }
+            for d in &deployments.items {
+                let (name, value) = deployment(d, &ns);
+                addons.entry(name).or_insert(value);
+            }
+            Ok(Value::Object(addons))
+        }
+        ClusterQuery::Resource(r) => resource(client, r, ctx, name).await,
+    }
+}
+
+async fn resource(
+    client: &kube::Client,
+    r: &ResourceQuery,
+    ctx: &TaskContext,
+    name: &str,
+) -> Result<Value, Failure> {
+    let gvk = GroupVersionKind::gvk(&r.group, &r.version, &r.kind);
+    let not_served = |why: String| {
+        Failure::Permanent(DataError::Api {
+            query: name.to_owned(),
+            message: format!(
+                "the API server does not serve kind {} in {}: {why}",
+                r.kind,
+                if r.group.is_empty() {
+                    r.version.clone()
+                } else {
+                    format!("{}/{}", r.group, r.version)
+                }
+            ),
+        })
+    };
+    let (ar, caps) = match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok(found) => found,
+        Err(kube::Error::Discovery(e)) => return Err(not_served(e.to_string())),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            return Err(not_served(format!("{} {}", e.code, e.message)))
+        }
+        Err(e) => return Err(failure(name, e)),
+    };
+    let namespace = r
+        .namespace
+        .as_ref()
+        .map(|t| t.render(&ctx.params))
+        .filter(|s| !s.is_empty());
+    let api: Api<DynamicObject> = match (&namespace, caps.scope) {
+        (Some(ns), kube::discovery::Scope::Namespaced) => {
+            Api::namespaced_with(client.clone(), ns, &ar)
+        }
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    let mut lp = ListParams::default();
+    if let Some(l) = r.label_selector.as_ref().map(|t| t.render(&ctx.params)) {
+        if !l.is_empty() {
+            lp = lp.labels(&l);
+        }
+    }
+    if let Some(f) = r.field_selector.as_ref().map(|t| t.render(&ctx.params)) {
+        if !f.is_empty() {
+            lp = lp.fields(&f);
+        }
+    }
+    let list = api.list(&lp).await.map_err(|e| failure(name, e))?;
+    let api_version = ar.api_version.clone();
+    let items = list
+        .items
+        .into_iter()
+        .map(|mut o| {
+            if o.types.is_none() {
+                o.types = Some(kube::core::TypeMeta {
+                    api_version: api_version.clone(),
+                    kind: ar.kind.clone(),
+                });
+            }
+            serde_json::to_value(o).unwrap_or(Value::Null)
+        })
+        .collect();
+    Ok(Value::Array(items))
+}
+
+/// A node as checks see it.
+fn node(n: &Node) -> Value {
+    let meta = &n.metadata;
+    let spec = n.spec.as_ref();
+    let status = n.status.as_ref();
+    let info = status.and_then(|s| s.node_info.as_ref());
+    let mut conditions = serde_json::Map::new();
+    for c in status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        conditions.insert(
+            c.type_.clone(),
+            json!({
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastTransitionTime": c.last_transition_time,
+            }),
+        );
+    }
+    let ready = conditions
+        .get("Ready")
+        .and_then(|c| c["status"].as_str())
+        .is_some_and(|s| s == "True");
+    let labels = meta.labels.clone().unwrap_or_default();
+    let roles: Vec<&str> = labels
+        .keys()
+        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+        .collect();
+    let taints: Vec<Value> = spec
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|t| json!({"key": t.key, "value": t.value, "effect": t.effect}))
+        .collect();
+    let addresses: Vec<Value> = status
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|a| json!({"type": a.type_, "address": a.address}))
+        .collect();
+    let field = |f: fn(&k8s_openapi::api::core::v1::NodeSystemInfo) -> &String| {
+        info.map(|i| f(i).clone()).unwrap_or_default()
+    };
+    json!({
+        "name": meta.name.clone().unwrap_or_default(),
+        "labels": labels,
+        "roles": roles,
+        "taints": taints,
+        "unschedulable": spec.and_then(|s| s.unschedulable).unwrap_or(false),
+        "ready": ready,
+        "conditions": conditions,
+        "kubeletVersion": field(|i| &i.kubelet_version),
+        "kubeProxyVersion": field(|i| &i.kube_proxy_version),
+        "containerRuntimeVersion": field(|i| &i.container_runtime_version),
+        "kernelVersion": field(|i| &i.kernel_version),
+        "osImage": field(|i| &i.os_image),
+        "architecture": field(|i| &i.architecture),
+        "addresses": addresses,
+        "capacity": status.and_then(|s| s.capacity.clone()).unwrap_or_default(),
+        "allocatable": status.and_then(|s| s.allocatable.clone()).unwrap_or_default(),
+        "createdAt": meta.creation_timestamp,
+    })
+}
+
+/// The tag of an image reference (`registry.k8s.io/kube-proxy:v1.33.5` →
+/// `v1.33.5`), without any digest; `None` when it has no tag.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let image = image.split_once('@').map_or(image, |(i, _)| i);
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    image[name_start..]
+        .split_once(':')
+        .map(|(_, tag)| tag)
+        .filter(|t| !t.is_empty())
+}
+
+fn containers(template: &PodTemplateSpec) -> Vec<Value> {
+    template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            json!({"name": c.name, "version": image_tag(&image), "image": image})
+        })
+        .collect()
+}
+
+fn addon(
+    name: String,
+    kind: &str,
+    namespace: &str,
+    labels: Option<&BTreeMap<String, String>>,
+    containers: Vec<Value>,
+    counts: [i32; 4],
+) -> (String, Value) {
+    let first = containers.first().cloned().unwrap_or(Value::Null);
+    let [desired, ready, updated, available] = counts;
+    let value = json!({
+        "name": name,
+        "kind": kind,
+        "namespace": namespace,
+        "labels": labels.cloned().unwrap_or_default(),
+        "image": first["image"],
+        "version": first["version"],
+        "containers": containers,
+        "desired": desired,
+        "ready": ready,
+        "updated": updated,
+        "available": available,
+    });
+    (name, value)
+}
+
+fn daemonset(ds: &DaemonSet, namespace: &str) -> (String, Value) {
+    let status = ds.status.as_ref();
+    let count = |f: fn(&k8s_openapi::api::apps::v1::DaemonSetStatus) -> i32| status.map_or(0, f);
+    addon(
+        ds.metadata.name.clone().unwrap_or_default(),
+        "DaemonSet",
+        namespace,
+        ds.metadata.labels.as_ref(),
+        ds.spec
+            .as_ref()
+            .map(|s| containers(&s.template))
+            .unwrap_or_default(),
+        [
+            count(|s| s.desired_number_scheduled),
+            count(|s| s.number_ready),
+            count(|s| s.updated_number_scheduled.unwrap_or(0)),
+            count(|s| s.number_available.unwrap_or(0)),
+        ],
+    )
+}
+
+fn deployment(d: &Deployment, namespace: &str) -> (String, Value) {
+    let status = d.status.as_ref();
+    let spec = d.spec.as_ref();
+    addon(
+        d.metadata.name.clone().unwrap_or_default(),
+        "Deployment",
+        namespace,
+        d.metadata.labels.as_ref(),
+        spec.map(|s| containers(&s.template)).unwrap_or_default(),
+        [
+            spec.and_then(|s| s.replicas).unwrap_or(1),
+            status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            status.and_then(|s| s.updated_replicas).unwrap_or(0),
+            status.and_then(|s| s.available_replicas).unwrap_or(0),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(
+            image_tag("registry.k8s.io/kube-proxy:v1.33.5"),
+            Some("v1.33.5")
+        );
+        assert_eq!(
+            image_tag("registry.k8s.io/coredns/coredns:v1.11.3@sha256:abc"),
+            Some("v1.11.3")
+        );
+        assert_eq!(image_tag("localhost:5000/kube-proxy"), None);
+        assert_eq!(
+            image_tag("localhost:5000/kube-proxy:1.0.9.14"),
+            Some("1.0.9.14")
+        );
+        assert_eq!(image_tag("busybox"), None);
+        assert_eq!(image_tag("busybox@sha256:abc"), None);
+    }
+
+    #[tokio::test]
+    async fn no_connection_until_a_query() {
+        let cluster = Cluster::new(ClusterConfig {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            context: None,
+        });
+        assert!(!cluster.connected());
+        let Err(err) = cluster.client().await else {
+            panic!("connected with no kubeconfig");
+        };
+        assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+        assert!(!cluster.connected());
+    }
+}

@@ -1,0 +1,615 @@
+//! `check`: a query, a CEL expectation over its data, a severity and a message.
+//!
+//! ```yaml
+//! check:
+//!   query: cluster.nodes          # see crate::data for every form
+//!   forEach: true                 # evaluate `expect` per element, as `item`
+//!   expect: item.ready
+//!   severity: error               # error | warning | info
+//!   message: "{{item.name}} is not Ready"
+//!   timeout: 15s                  # how long the query may retry
+//! ```
+//!
+//! A failed check of severity `error` fails the step; `warning` and `info`
+//! record their outcome and let the step succeed. A query that gives no data
+//! or an expectation that cannot be evaluated fails the step whatever the
+//! severity: a check never passes on data it did not see.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
+use serde_json::{json, Value};
+
+use crate::data::{Cluster, Query};
+use crate::expr::{Expr, MessageTemplate, Scope};
+
+/// How long a query retries an unreachable cluster unless `timeout` says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The longest `timeout` a check may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// At most this many failed items are named in a step's reason.
+const REASON_ITEMS: usize = 20;
+
+/// How bad a failed check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Fails the step, so a gate after it stays closed.
+    Error,
+    /// Recorded as `warning`; the step succeeds.
+    Warning,
+    /// Recorded as `info`; the step succeeds.
+    Info,
+}
+
+impl Severity {
+    fn name(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    /// The outcome of a check of this severity that did not hold.
+    fn outcome(self) -> &'static str {
+        match self {
+            Severity::Error => "failed",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// The `check` kind; its cluster queries go through one lazily connected
+/// [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct CheckKind {
+    cluster: Arc<Cluster>,
+}
+
+impl CheckKind {
+    /// Checks whose cluster queries use `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        CheckKind { cluster }
+    }
+}
+
+/// A parsed `check` body.
+#[derive(Debug)]
+pub struct Check {
+    cluster: Arc<Cluster>,
+    query: Query,
+    expect: Expr,
+    severity: Severity,
+    message: Option<MessageTemplate>,
+    for_each: bool,
+    timeout: Duration,
+}
+
+const HINT: &str = "write `check: {query: cluster.nodes, forEach: true, expect: item.ready, severity: error, message: \"{{item.name}} is not Ready\"}`";
+
+const KEYS: [&str; 6] = [
+    "query", "expect", "severity", "message", "forEach", "timeout",
+];
+
+impl TaskKind for CheckKind {
+    fn name(&self) -> &'static str {
+        "check"
+    }
+
+    fn idempotent_by_default(&self) -> bool {
+        true
+    }
+
+    fn parse(
+        &self,
+        body: &serde_yaml::Value,
+        ctx: &ParseContext<'_>,
+    ) -> Result<Arc<dyn Task>, String> {
+        let Some(map) = body.as_mapping() else {
+            return Err(format!("`check` is not a mapping; {HINT}"));
+        };
+        for key in map.keys() {
+            if !key.as_str().is_some_and(|k| KEYS.contains(&k)) {
+                return Err(format!(
+                    "unknown key {key:?} in `check`; it takes {}",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+        let query = map
+            .get("query")
+            .ok_or_else(|| format!("`check.query` is missing; {HINT}"))?;
+        let query = Query::parse(query, ctx.params).map_err(|e| format!("check.query: {e}"))?;
+        let expect = match map.get("expect") {
+            Some(serde_yaml::Value::String(s)) => s.clone(),
+            Some(serde_yaml::Value::Bool(b)) => b.to_string(),
+            Some(_) => return Err("`check.expect` must be a CEL expression in a string".into()),
+            None => return Err(format!("`check.expect` is missing; {HINT}")),
+        };
+        let expect = Expr::compile(&expect).map_err(|e| format!("check.expect: {e}"))?;
+        let severity = match map.get("severity").map(|s| s.as_str()) {
+            None | Some(Some("error")) => Severity::Error,
+            Some(Some("warning")) => Severity::Warning,
+            Some(Some("info")) => Severity::Info,
+            Some(other) => {
+                return Err(format!(
+                    "`check.severity` is {}; write error, warning or info",
+                    other.unwrap_or("not a string")
+                ))
+            }
+        };
+        let message = match map.get("message") {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(serde_yaml::Value::String(s)) => {
+                Some(MessageTemplate::compile(s).map_err(|e| format!("check.message: {e}"))?)
+            }
+            Some(_) => return Err("`check.message` must be a string".into()),
+        };
+        let for_each = match map.get("forEach") {
+            None => false,
+            Some(serde_yaml::Value::Bool(b)) => *b,
+            Some(_) => return Err("`check.forEach` must be true or false".into()),
+        };
+        let timeout = match map.get("timeout") {
+            None => DEFAULT_TIMEOUT,
+            Some(serde_yaml::Value::String(s)) => humantime::parse_duration(s)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
+                .ok_or_else(|| {
+                    format!("`check.timeout` is `{s}`; write a duration from 1s to 1h, like `timeout: 20s`")
+                })?,
+            Some(_) => {
+                return Err("`check.timeout` must be a duration like `20s`".into());
+            }
+        };
+        Ok(Arc::new(Check {
+            cluster: Arc::clone(&self.cluster),
+            query,
+            expect,
+            severity,
+            message,
+            for_each,
+            timeout,
+        }))
+    }
+}
+
+/// One element of the data that did not pass.
+struct Miss {
+    name: String,
+    message: String,
+}
+
+/// What evaluating `expect` over the data found.
+struct Verdict {
+    total: usize,
+    misses: Vec<Miss>,
+    errors: Vec<Miss>,
+}
+
+/// The name of element `index` of a list: its `name`, `metadata.name` (with
+/// the namespace) or, failing those, its index.
+fn item_name(item: &Value, index: usize) -> String {
+    if let Some(name) = item.get("name").and_then(Value::as_str) {
+        return name.to_owned();
+    }
+    let meta = &item["metadata"];
+    match (meta["namespace"].as_str(), meta["name"].as_str()) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        (None, Some(name)) => name.to_owned(),
+        _ => format!("[{index}]"),
+    }
+}
+
+impl Check {
+    fn evaluate(&self, data: &Value, params: &Value, what: &str) -> Result<Verdict, String> {
+        let mut scope = Scope::new();
+        scope.set("params", params);
+        scope.set("data", data);
+        let mut verdict = Verdict {
+            total: 0,
+            misses: Vec::new(),
+            errors: Vec::new(),
+        };
+        let judge = |scope: &Scope, name: String, verdict: &mut Verdict| {
+            verdict.total += 1;
+            match self.expect.eval_bool(scope) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let message = match &self.message {
+                        Some(t) => t.render(scope),
+                        None => format!("`{}` is false", self.expect.source()),
+                    };
+                    verdict.misses.push(Miss { name, message });
+                }
+                Err(e) => verdict.errors.push(Miss {
+                    name,
+                    message: e.to_string(),
+                }),
+            }
+        };
+        if !self.for_each {
+            judge(&scope, what.to_owned(), &mut verdict);
+            return Ok(verdict);
+        }
+        let items: Vec<(String, &Value)> = match data {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item_name(item, i), item))
+                .collect(),
+            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            other => {
+                return Err(format!(
+                    "`forEach: true` needs a list or a map, and {what} gave {}",
+                    match other {
+                        Value::Null => "null",
+                        Value::Bool(_) => "a boolean",
+                        Value::Number(_) => "a number",
+                        _ => "a string",
+                    }
+                ))
+            }
+        };
+        for (name, item) in items {
+            scope.set("item", item);
+            judge(&scope, name, &mut verdict);
+        }
+        Ok(verdict)
+    }
+}
+
+/// `a: m1; b: m2; ... and 3 more`.
+fn list(misses: &[Miss]) -> String {
+    let mut out = misses
+        .iter()
+        .take(REASON_ITEMS)
+        .map(|m| {
+            if m.message.contains(&m.name) {
+                m.message.clone()
+            } else {
+                format!("{}: {}", m.name, m.message)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if misses.len() > REASON_ITEMS {
+        let _ = write!(out, "; and {} more", misses.len() - REASON_ITEMS);
+    }
+    out
+}
+
+#[async_trait]
+impl Task for Check {
+    async fn run(&self, ctx: &TaskContext) -> TaskOutput {
+        let what = self.query.key(ctx);
+        // A first attempt shares the run's answer; a later one (a retry, a
+        // resume after repair) asks again, and keeps what it saw under its
+        // own name.
+        let fact = if ctx.attempt <= 1 {
+            what.clone()
+        } else {
+            format!("{what} @{}#{}", ctx.step_id, ctx.attempt)
+        };
+        let started = Instant::now();
+        let fetched = AtomicBool::new(false);
+        let data = ctx
+            .facts
+            .get_or_fetch(&fact, || async {
+                fetched.store(true, Ordering::Relaxed);
+                self.query
+                    .fetch(&self.cluster, ctx, self.timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        let mut stdout = String::new();
+        let base = json!({
+            "severity": self.severity.name(),
+            "query": what,
+            "fact": fact,
+            "expect": self.expect.source(),
+        });
+        let with = |mut extra: Value| {
+            if let (Value::Object(b), Value::Object(e)) = (&base, &mut extra) {
+                for (k, v) in b {
+                    e.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            Some(extra)
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err(e) => {
+                let reason = format!("the check could not read its data: {e}");
+                let _ = writeln!(stdout, "{what}: {reason}\noutcome: failed");
+                return TaskOutput {
+                    failure: Some(reason.clone()),
+                    stdout: stdout.into_bytes(),
+                    output: with(json!({
+                        "outcome": "failed",
+                        "failed": [],
+                        "message": reason,
+                        "error": e,
+                    })),
+                    ..TaskOutput::default()
+                };
+            }
+        };
+        let _ = writeln!(
+            stdout,
+            "{what}: {} ({:.1}s)",
+            if fetched.load(Ordering::Relaxed) {
+                "fetched"
+            } else {
+                "from the run's facts"
+            },
+            started.elapsed().as_secs_f64()
+        );
+        let params = json!(*ctx.params);
+        let verdict = match self.evaluate(&data, &params, &what) {
+            Ok(v) => v,
+            Err(reason) => {
+                let _ = writeln!(stdout, "{reason}\noutcome: failed");
+                return TaskOutput {
+                    failure: Some(reason.clone()),
+                    stdout: stdout.into_bytes(),
+                    output: with(json!({"outcome": "failed", "failed": [], "message": reason})),
+                    ..TaskOutput::default()
+                };
+            }
+        };
+        for m in &verdict.misses {
+            let _ = writeln!(
+                stdout,
+                "{} {}: {}",
+                self.severity.outcome(),
+                m.name,
+                m.message
+            );
+        }
+        for m in &verdict.errors {
+            let _ = writeln!(stdout, "error {}: {}", m.name, m.message);
+        }
+        let failed: Vec<&str> = verdict
+            .misses
+            .iter()
+            .chain(&verdict.errors)
+            .map(|m| m.name.as_str())
+            .collect();
+        let items: Vec<Value> = verdict
+            .misses
+            .iter()
+            .map(|m| json!({"name": m.name, "message": m.message}))
+            .collect();
+        let errors: Vec<Value> = verdict
+            .errors
+            .iter()
+            .map(|m| json!({"name": m.name, "error": m.message}))
+            .collect();
+        let counted = |n: usize| {
+            if self.for_each {
+                format!("{n} of {} items of {what}", verdict.total)
+            } else {
+                what.clone()
+            }
+        };
+        let (outcome, message) = if !verdict.errors.is_empty() {
+            (
+                "failed",
+                format!(
+                    "`{}` could not be evaluated for {}: {}",
+                    self.expect.source(),
+                    counted(verdict.errors.len()),
+                    list(&verdict.errors)
+                ),
+            )
+        } else if verdict.misses.is_empty() {
+            (
+                "passed",
+                if self.for_each {
+                    format!("all {} items of {what} passed", verdict.total)
+                } else {
+                    format!("{what} passed")
+                },
+            )
+        } else {
+            (
+                self.severity.outcome(),
+                if self.for_each {
+                    format!(
+                        "{} failed: {}",
+                        counted(verdict.misses.len()),
+                        list(&verdict.misses)
+                    )
+                } else {
+                    verdict
+                        .misses
+                        .iter()
+                        .map(|m| m.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            )
+        };
+        let _ = writeln!(stdout, "outcome: {outcome}: {message}");
+        let output = with(json!({
+            "outcome": outcome,
+            "failed": failed,
+            "message": message,
+            "total": verdict.total,
+            "items": items,
+            "errors": errors,
+        }));
+        TaskOutput {
+            failure: (outcome == "failed").then_some(message),
+            stdout: stdout.into_bytes(),
+            output,
+            ..TaskOutput::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kpilot_engine::store::Facts;
+    use kpilot_engine::{InstanceId, RunId, StepId};
+
+    use super::*;
+    use crate::data::ClusterConfig;
+
+    fn kind() -> CheckKind {
+        CheckKind::new(Arc::new(Cluster::new(ClusterConfig::default())))
+    }
+
+    fn parse(yaml: &str) -> Result<Arc<dyn Task>, String> {
+        let body: serde_yaml::Value = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let params = vec!["to".to_owned()];
+        kind().parse(
+            &body,
+            &ParseContext {
+                step_id: "c",
+                params: &params,
+            },
+        )
+    }
+
+    fn ctx(dir: &std::path::Path) -> TaskContext {
+        let run = RunId::parse("r1").expect("run id");
+        TaskContext {
+            run_id: run.clone(),
+            step_id: StepId::parse("c").expect("step id"),
+            instance: InstanceId::global(),
+            attempt: 1,
+            params: Arc::new(BTreeMap::from([("to".to_owned(), "1.34".to_owned())])),
+            workdir: dir.to_owned(),
+            facts: Facts::in_memory(run),
+        }
+    }
+
+    #[test]
+    fn bad_bodies_are_rejected() {
+        for bad in [
+            "{query: cluster.nodes}",
+            "{expect: 'true'}",
+            "{query: cluster.nodes, expect: 'item.ready &&'}",
+            "{query: cluster.nodes, expect: 'true', severity: fatal}",
+            "{query: cluster.nodes, expect: 'true', message: '{{item.name'}",
+            "{query: cluster.nodes, expect: 'true', timeout: soon}",
+            "{query: cluster.nodes, expect: 'true', timeout: 1000000000y}",
+            "{query: cluster.nodes, expect: 'true', forEach: yes-please}",
+            "{query: cluster.nodes, expect: 'true', selector: x}",
+            "[cluster.nodes]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} parsed");
+        }
+        assert!(
+            parse("{query: cluster.version, expect: \"v(data.gitVersion) >= v('1.12.0')\"}")
+                .is_ok()
+        );
+    }
+
+    fn script(dir: &std::path::Path, json: &str) -> String {
+        let path = dir.join("data.json");
+        std::fs::write(&path, json).expect("write");
+        format!("{{command: [cat, {}]", path.display())
+    }
+
+    #[tokio::test]
+    async fn for_each_names_the_failed_items() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(
+            dir.path(),
+            r#"[{"name": "a", "v": "1.34.1"}, {"name": "b", "v": "1.31.0"}, {"name": "c", "v": "1.35.0"}]"#,
+        );
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, expect: \"v(item.v) >= v('1.32') && v(item.v) <= v(params.to + '.99')\", message: '{{{{item.name}}}} is at {{{{item.v}}}}'}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert!(reason.contains("2 of 3"), "{reason}");
+        assert!(
+            reason.contains("b is at 1.31.0") && reason.contains("c is at 1.35.0"),
+            "{reason}"
+        );
+        let output = out.output.expect("output");
+        assert_eq!(output["outcome"], "failed");
+        assert_eq!(output["failed"], json!(["b", "c"]));
+    }
+
+    #[tokio::test]
+    async fn a_warning_does_not_fail_the_step() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(dir.path(), r#"{"coredns": {"version": "v1.8.0"}}"#);
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, severity: warning, expect: \"v(item.version) >= v('1.11')\"}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        assert_eq!(out.failure, None);
+        let output = out.output.expect("output");
+        assert_eq!(output["outcome"], "warning");
+        assert_eq!(output["failed"], json!(["coredns"]));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("outcome: warning"));
+    }
+
+    #[tokio::test]
+    async fn an_expression_error_fails_even_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(
+            dir.path(),
+            r#"[{"name": "n", "kubeletVersion": "kwok-0.7.0"}]"#,
+        );
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, severity: warning, expect: \"v(item.kubeletVersion) >= v('1.0')\"}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert!(
+            reason.contains("could not be evaluated") && reason.contains("kwok-0.7.0"),
+            "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_fails_the_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let task = parse(
+            "{query: {command: [sh, -c, 'echo boom >&2; exit 3']}, expect: 'true', severity: info}",
+        )
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert!(
+            reason.contains("exited with 3") && reason.contains("boom"),
+            "{reason}"
+        );
+        let task = parse("{query: {command: [echo, not json]}, expect: 'true'}").expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        assert!(out.failure.expect("fails").contains("not JSON"));
+    }
+
+    #[tokio::test]
+    async fn single_check_passes_on_params() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(dir.path(), r#"{"gitVersion": "v1.34.4"}"#);
+        let task = parse(&format!(
+            "{{query: {query}}}, expect: \"minor(data.gitVersion) == minor(params.to)\"}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        assert_eq!(out.failure, None);
+        assert_eq!(out.output.expect("output")["outcome"], "passed");
+    }
+}
