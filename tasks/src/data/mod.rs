@@ -4,6 +4,9 @@
 //!   `cluster.addons`, `cluster.apis`, and any resource).
 //! - [`command`]: a user command that prints JSON (cloud security groups,
 //!   load balancers, ...).
+//! - `node.*` ([`crate::node`]): the node the check runs on (kernel, sysctl,
+//!   iptables/nft, routes, NICs, NTP, disks, conntrack, runtime); run by a
+//!   per-node executor, each node's agent answers for its node.
 //!
 //! A query is written in YAML one of these ways:
 //!
@@ -12,6 +15,7 @@
 //! query: {cluster: nodes, labelSelector: "pool=gpu"}     # a path with options
 //! query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}
 //! query: {command: [./list-security-groups.sh, "{{params.vpc}}"]}
+//! query: node.sysctl                                     # a node's data
 //! ```
 //!
 //! Each query has a [`Query::key`]: the name its data is kept under in the
@@ -63,6 +67,14 @@ pub enum DataError {
         /// The query.
         query: String,
         /// What went wrong, with the end of its standard error.
+        message: String,
+    },
+    /// The node could not answer a `node.*` query.
+    #[error("{query}: {message}")]
+    Node {
+        /// The query.
+        query: String,
+        /// Why, from [`crate::node::NodeError`].
         message: String,
     },
     /// A command driver printed something that is not JSON.
@@ -135,9 +147,14 @@ pub enum Query {
         /// The program and its arguments.
         argv: Vec<Template>,
     },
+    /// `node.PATH`: the node the check runs on.
+    Node {
+        /// The path after `node.` (`sysctl`, `kernel.release`).
+        path: String,
+    },
 }
 
-const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` or `query: {command: [./list.sh, arg]}`";
+const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` `query: {command: [./list.sh, arg]}` or `query: node.sysctl` (a node's data: node.kernel, node.iptables, ...)";
 
 fn string_field(
     map: &serde_yaml::Mapping,
@@ -170,6 +187,9 @@ impl Query {
     /// params, which `{{params.NAME}}` in strings may name.
     pub fn parse(value: &serde_yaml::Value, params: &[String]) -> Result<Self, String> {
         match value {
+            serde_yaml::Value::String(path) if path.trim().starts_with("node.") => {
+                Self::node_path(path.trim())
+            }
             serde_yaml::Value::String(path) => Self::cluster_path(path, None, params),
             serde_yaml::Value::Mapping(map) => {
                 if let Some(path) = map.get("cluster") {
@@ -206,6 +226,24 @@ impl Query {
                 "`query` is neither a path nor a mapping; {QUERY_HINT}"
             )),
         }
+    }
+
+    fn node_path(path: &str) -> Result<Self, String> {
+        let rest = path.trim_start_matches("node.");
+        let root = rest.split('.').next().unwrap_or("");
+        if !crate::node::ROOTS.contains(&root) {
+            return Err(format!(
+                "unknown query path `{path}`; node.* knows {}",
+                crate::node::ROOTS
+                    .iter()
+                    .map(|r| format!("node.{r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Ok(Query::Node {
+            path: rest.to_owned(),
+        })
     }
 
     fn cluster_path(
@@ -327,6 +365,15 @@ impl Query {
                 };
                 format!("resource {gv} {}", r.kind)
             }
+            Query::Node { path } => {
+                // Each node answers for itself: its data is never shared
+                // with another node's instance.
+                if ctx.instance == kpilot_engine::InstanceId::global() {
+                    format!("node.{path}")
+                } else {
+                    format!("node.{path} on {}", ctx.instance)
+                }
+            }
             Query::Command { argv } => {
                 let argv: Vec<String> = argv.iter().map(|a| a.render(&ctx.params)).collect();
                 format!(
@@ -359,6 +406,10 @@ impl Query {
                 let argv: Vec<String> = argv.iter().map(|a| a.render(&ctx.params)).collect();
                 command::fetch(&name, &argv, ctx, budget).await
             }
+            Query::Node { path } => crate::node::query(path).await.map_err(|e| DataError::Node {
+                query: name,
+                message: e.to_string(),
+            }),
         }
     }
 }
@@ -461,6 +512,15 @@ mod tests {
             parse("{command: [./x.sh, 1]}"),
             Ok(Query::Command { .. })
         ));
+        assert!(matches!(
+            parse("node.sysctl"),
+            Ok(Query::Node { path }) if path == "sysctl"
+        ));
+        assert!(matches!(
+            parse("node.kernel.release"),
+            Ok(Query::Node { path }) if path == "kernel.release"
+        ));
+        assert!(parse("node.bogus").is_err());
         for bad in [
             "cluster.pods",
             "{cluster: version, labelSelector: x}",
