@@ -149,6 +149,7 @@ kptest!(
         fleet.write_inventory(&dir, |_| String::new());
         std::fs::create_dir(dir.join("started")).expect("mkdir");
         std::fs::create_dir(dir.join("done")).expect("mkdir");
+        dir.write("slow-node-02", "");
         dir.write(
             "wf.yaml",
             &format!(
@@ -159,8 +160,8 @@ kptest!(
       executor: per-node
       nodes: {{maxParallel: 4, maxFailures: 1}}
       script: |
-        touch started/$KPILOT_INSTANCE
-        if [ $KPILOT_INSTANCE = node-02 ]; then sleep 61.25; else sleep 2; fi
+        echo $KPILOT_ATTEMPT >> started/$KPILOT_INSTANCE
+        if [ -e slow-$KPILOT_INSTANCE ]; then sleep 61.25; else sleep 2; fi
         touch done/$KPILOT_INSTANCE
 "
             ),
@@ -220,5 +221,22 @@ kptest!(
             left.is_empty(),
             "the killed agent's step still runs: {left:?}"
         );
+        // The node is back (with a new certificate); resume, without
+        // --inventory, re-runs that node only.
+        std::fs::remove_file(dir.join("slow-node-02")).expect("rm");
+        fleet.restart_agent(1, 2);
+        fleet.write_inventory(&dir, |_| String::new());
+        fleet.kp(&dir, &["resume", "r"]).expect(0);
+        let nodes = instances(&dir.status("r"), "upgrade");
+        assert!(nodes.values().all(|(s, _)| s == "succeeded"), "{nodes:?}");
+        assert!(dir.exists("done/node-02"));
+        for other in ["node-01", "node-03", "node-04"] {
+            assert_eq!(
+                dir.read(&format!("started/{other}")).lines().count(),
+                1,
+                "{other} ran again"
+            );
+        }
+        assert_eq!(dir.read("started/node-02").lines().count(), 2);
     }
 );

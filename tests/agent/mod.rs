@@ -243,6 +243,18 @@ impl Fleet {
         }
     }
 
+    /// Starts a node's agent again (after [`Fleet::kill_agent`]); it makes a
+    /// new certificate, so write the inventory again.
+    pub fn restart_agent(&mut self, k: usize, max_concurrent: usize) {
+        let fp = self
+            .workdir
+            .join(format!("agents/{}.fp", self.nodes[k].name));
+        let _ = std::fs::remove_file(&fp);
+        let child = self.spawn_agent(k, max_concurrent);
+        self.agents[k] = Some(child);
+        self.wait_ready();
+    }
+
     /// A command in a node's namespace.
     pub fn on(&self, k: usize, args: &[&str]) {
         let mut all = vec!["ip", "netns", "exec", &self.nodes[k].ns];
