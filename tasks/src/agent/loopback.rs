@@ -86,9 +86,7 @@ async fn an_attempt_runs_on_the_agent_and_comes_back() {
     assert_eq!(out.exit_code, Some(3), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "to=1.16 on n1\n");
     assert!(out.failure.expect("failed").contains("oops"));
-    let out = c
-        .run(&request("command", "[echo, '{\"a\": 1}']"))
-        .await;
+    let out = c.run(&request("command", "[echo, '{\"a\": 1}']")).await;
     assert_eq!(out.output, Some(serde_json::json!({"a": 1})), "{out:?}");
     let kernel = c.node("kernel").await.expect("node.kernel");
     assert!(kernel["release"].is_string());
