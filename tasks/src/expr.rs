@@ -80,6 +80,27 @@ impl Expr {
         &self.source
     }
 
+    /// Functions the expression calls that neither CEL's standard library
+    /// nor kpilot defines: a typo that would otherwise surface only when
+    /// the check runs.
+    pub fn unknown_functions(&self) -> Vec<String> {
+        let references = self.program.references();
+        let mut unknown: Vec<String> = references
+            .functions()
+            .into_iter()
+            .filter(|f| !known_function(f))
+            .map(str::to_owned)
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
+    /// Whether the expression names the variable `name` (or a comprehension
+    /// variable of that name).
+    pub fn uses_variable(&self, name: &str) -> bool {
+        self.program.references().has_variable(name)
+    }
+
     /// Evaluates in `scope`.
     pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
         self.program
@@ -182,6 +203,33 @@ pub fn to_cel(value: &serde_json::Value) -> Value {
                 .collect::<std::collections::HashMap<String, Value>>(),
         ),
     }
+}
+
+/// kpilot's functions, as [`Scope::new`] adds them.
+const KPILOT_FUNCTIONS: [&str; 11] = [
+    "v",
+    "versionCompare",
+    "versionAtLeast",
+    "major",
+    "minor",
+    "patch",
+    "versionPart",
+    "quantity",
+    "find",
+    "findAll",
+    "matches",
+];
+
+/// Whether `name` is an operator, a function of CEL's standard library or
+/// one of kpilot's.
+fn known_function(name: &str) -> bool {
+    // Operators are named like `_+_`, `!_`, `@in`.
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) || KPILOT_FUNCTIONS.contains(&name) {
+        return true;
+    }
+    // The standard library declares its functions as overloads, and a
+    // context refuses to add a function under an overload's name.
+    Context::default().add_function(name, || true).is_err()
 }
 
 fn parse_version(ftx: &FunctionContext, s: &str) -> Result<Version, cel::ExecutionError> {
@@ -309,6 +357,14 @@ impl MessageTemplate {
         Ok(MessageTemplate { pieces })
     }
 
+    /// The expressions of its holes.
+    pub fn exprs(&self) -> impl Iterator<Item = &Expr> {
+        self.pieces.iter().filter_map(|p| match p {
+            Piece::Expr(e) => Some(e),
+            Piece::Text(_) => None,
+        })
+    }
+
     /// The message, each hole replaced by its value; a hole that fails to
     /// evaluate shows `<error: ...>`.
     pub fn render(&self, scope: &Scope) -> String {
@@ -396,6 +452,25 @@ mod tests {
         ));
         assert!(MessageTemplate::compile("{{ item.name").is_err());
         assert!(MessageTemplate::compile("{{ item. }}").is_err());
+    }
+
+    #[test]
+    fn unknown_functions_are_named() {
+        let known = "size(data) > 0 && data.all(n, n.name.startsWith('a') && n.name.matches('^a') \
+            && string(n.x) != '' && int('1') == 1 && double(1) > 0.5 && type(1) == int \
+            && 'b' in ['b'] && v(n.v) >= v('1') && quantity(n.q) > 0 && n.s.find('x') == '' \
+            && n.s.findAll('x') == [] && has(n.y) && data.exists(m, m.z) && data.map(m, m.z) == [] \
+            && data.filter(m, m.z) == [] && n.s.contains('x') && n.s.endsWith('x') \
+            && versionCompare('1', '2') == -1 && major('1') + minor('1') + patch('1') > 0 \
+            && duration('1s') < duration('2s') && -1 < 0 && !false && [1][0] == 1) \
+            ? 1 : 2";
+        let expr = Expr::compile(known).expect("compiles");
+        assert_eq!(expr.unknown_functions(), Vec::<String>::new());
+        let typo = Expr::compile("verison(data.gitVersion) >= v('1') && data.sise() > 0")
+            .expect("compiles");
+        assert_eq!(typo.unknown_functions(), vec!["sise", "verison"]);
+        assert!(typo.uses_variable("data"));
+        assert!(!typo.uses_variable("item"));
     }
 
     #[test]

@@ -152,6 +152,21 @@ impl TaskKind for CheckKind {
             }
             Some(_) => return Err("`check.message` must be a string".into()),
         };
+        let exprs = std::iter::once(("check.expect", &expect)).chain(
+            message
+                .iter()
+                .flat_map(|m| m.exprs().map(|e| ("check.message", e))),
+        );
+        for (field, expr) in exprs {
+            if let Some(f) = expr.unknown_functions().first() {
+                return Err(format!(
+                    "{field}: `{}` calls `{f}()`, which is neither a CEL function nor one of kpilot's \
+                     (v, versionCompare, versionAtLeast, major, minor, patch, versionPart, quantity, find, findAll); \
+                     see docs/checks.md",
+                    expr.source()
+                ));
+            }
+        }
         let for_each = match map.get("forEach") {
             None => false,
             Some(serde_yaml::Value::Bool(b)) => *b,
@@ -508,6 +523,8 @@ mod tests {
             "{query: cluster.nodes, expect: 'true', timeout: 1000000000y}",
             "{query: cluster.nodes, expect: 'true', forEach: yes-please}",
             "{query: cluster.nodes, expect: 'true', selector: x}",
+            "{query: cluster.version, expect: \"verison(data.gitVersion) > v('1')\"}",
+            "{query: cluster.version, expect: 'true', message: '{{ semver(data.gitVersion) }}'}",
             "[cluster.nodes]",
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
