@@ -4,6 +4,8 @@
 //! ```yaml
 //! tokenFile: agent-token        # relative to this file
 //! ca: agents-ca.pem             # optional: trust certificates signed by this CA
+//! fingerprint: sha256:91ab...    # optional: the pin of agents that list none (one
+//!                                # certificate shared by every agent, as in deploy/)
 //! agents:
 //!   - name: node-1
 //!     address: 10.0.0.1:7443
@@ -11,7 +13,8 @@
 //!     fingerprint: sha256:4f2c...  # pins the agent's (self-signed) certificate
 //! ```
 //!
-//! Every agent needs a `fingerprint` unless `ca` is given.
+//! Every agent needs a `fingerprint` (its own or the top-level one) unless
+//! `ca` is given.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ struct InventoryFile {
     token_file: String,
     #[serde(default)]
     ca: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
     agents: Vec<AgentEntry>,
 }
 
@@ -123,7 +128,7 @@ impl Inventory {
                     entry.name, entry.address
                 )));
             }
-            let fingerprint = match &entry.fingerprint {
+            let fingerprint = match entry.fingerprint.as_ref().or(file.fingerprint.as_ref()) {
                 Some(f) => Some(super::parse_fingerprint(f).ok_or_else(|| {
                     bad(format!(
                         "agent `{}`: fingerprint `{f}` is not sha256: and 64 hex digits (the agent prints it at start)",
@@ -132,7 +137,7 @@ impl Inventory {
                 })?),
                 None if ca_pem.is_none() => {
                     return Err(bad(format!(
-                        "agent `{}` has no fingerprint and the inventory names no `ca`; pin the certificate the agent printed at start, or give `ca`",
+                        "agent `{}` has no fingerprint and the inventory names no `ca`; pin the certificate the agent printed at start (per agent, or one top-level `fingerprint` for a certificate all agents share), or give `ca`",
                         entry.name
                     )))
                 }
@@ -324,6 +329,12 @@ mod tests {
             "tokenFile: token\nagents:\n  - {name: a, address: '1.2.3.4:1'}\n",
         )
         .expect_err("no fingerprint");
+        let shared = Inventory::parse(
+            &path,
+            &format!("tokenFile: token\nfingerprint: '{fp}'\nagents:\n  - {{name: a, address: '1.2.3.4:1'}}\n"),
+        )
+        .expect("a shared pin");
+        assert!(shared.agents[0].fingerprint.is_some());
         assert!(err.to_string().contains("no fingerprint"), "{err}");
         let err = Inventory::parse(
             &path,
