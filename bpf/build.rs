@@ -40,23 +40,35 @@ fn run() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=KPILOT_BPF_LINKER_ROOT");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
 
-    if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+    let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let linker = find_bpf_linker();
+    // Without the toolchain the rest of kpilot still builds (the main job needs no eBPF);
+    // tracing then fails at run time with TraceError::NotBuilt, naming the install script.
+    let missing = match (&linker, has_rust_src()) {
+        _ if skip => Some("AYA_BUILD_SKIP is set"),
+        (None, _) => Some("bpf-linker was not found"),
+        (_, false) => Some("the rust-src component is not installed"),
+        _ => None,
+    };
+    if let Some(why) = missing {
+        // Build again once the install script has put bpf-linker in its cache.
+        if let Some(home) = env::var_os("HOME") {
+            let cached = Path::new(&home).join(".cache/kpilot/bpf-linker/bin/bpf-linker");
+            println!("cargo:rerun-if-changed={}", cached.display());
+        }
         for obj in OBJECTS {
             let path = out_dir.join(obj);
             if !path.exists() {
                 std::fs::write(&path, [])?;
             }
         }
-        println!("cargo:warning=AYA_BUILD_SKIP set: eBPF programs not built, tracing will fail");
+        println!(
+            "cargo:warning=eBPF programs not built ({why}): `trace` steps will fail; run scripts/install-bpf-deps and rebuild"
+        );
         return Ok(());
     }
 
-    let linker = find_bpf_linker().ok_or_else(|| {
-        anyhow::anyhow!(
-            "bpf-linker not found on PATH nor in $KPILOT_BPF_LINKER_ROOT/bin or \
-             ~/.cache/kpilot/bpf-linker/bin"
-        )
-    })?;
+    let linker = linker.ok_or_else(|| anyhow::anyhow!("bpf-linker not found"))?;
     let linker_dir = linker
         .parent()
         .ok_or_else(|| anyhow::anyhow!("bpf-linker path {} has no parent", linker.display()))?;
@@ -107,4 +119,19 @@ fn find_bpf_linker() -> Option<PathBuf> {
             env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kpilot/bpf-linker"))
         })?;
     exe(&root.join("bin"))
+}
+
+/// Whether rustc's sysroot has the library sources `-Z build-std=core` needs.
+fn has_rust_src() -> bool {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    std::process::Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .is_some_and(|sysroot| {
+            Path::new(&sysroot)
+                .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+                .exists()
+        })
 }
