@@ -14,12 +14,16 @@ use kpilot_engine::{validate, RunId, WorkflowSource};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/local-upgrade-drill.yaml");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/local-upgrade-drill.yaml");
     let source = WorkflowSource::read(&path)?;
     let plan = validate::validate(&source, &kpilot_tasks::registry())?;
     let state = tempfile::tempdir()?;
     let cluster = state.path().join("cluster.json");
-    let params = plan.bind_params(&source, &[("cluster".into(), cluster.display().to_string())])?;
+    let params = plan.bind_params(
+        &source,
+        &[("cluster".into(), cluster.display().to_string())],
+    )?;
     let now = chrono::Utc::now();
     let record = RunRecord {
         id: RunId::generate(&plan.name),
@@ -36,7 +40,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = RunStore::create(&StateDir::new(state.path()), &record)?;
     let outcome = scheduler::start(Arc::new(plan), store, Executors::new(), &Silent).await?;
     for (step, _, r) in &outcome.snapshot.steps {
-        println!("{step:<18} {:<10} {}", r.state.as_str(), r.reason.as_deref().unwrap_or(""));
+        println!(
+            "{step:<18} {:<10} {}",
+            r.state.as_str(),
+            r.reason.as_deref().unwrap_or("")
+        );
     }
     println!("run {}: {}", record.id, outcome.state.as_str());
     Ok(())

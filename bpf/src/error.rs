@@ -37,9 +37,10 @@ pub enum TraceError {
     #[error("invalid trace configuration: {0}")]
     InvalidConfig(String),
 
-    /// The crate was built with `AYA_BUILD_SKIP=1`, so it carries no eBPF program.
+    /// The crate was built without its eBPF program (no bpf-linker or rust-src, or
+    /// `AYA_BUILD_SKIP=1`).
     #[error(
-        "kpilot-bpf was built with AYA_BUILD_SKIP=1 and has no eBPF program; rebuild without it"
+        "this kpilot was built without its eBPF program (bpf-linker or rust-src was missing, or AYA_BUILD_SKIP=1); run scripts/install-bpf-deps and rebuild"
     )]
     NotBuilt,
 
