@@ -152,7 +152,8 @@ impl AgentClient {
             .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Shorter than the agent's 30 s header timeout, which closes idle connections.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| AgentError::Tls(chain(&e)))?;
         Ok(AgentClient {

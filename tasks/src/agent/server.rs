@@ -201,7 +201,10 @@ impl AgentServer {
                         router.call(req).await
                     }
                 });
+                // A client that never finishes its headers is dropped.
                 let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
                 if let Err(e) = conn.await {
                     info!(peer = %addr, "connection ended: {e}");
