@@ -2,7 +2,9 @@
 //!
 //! Each kind lives in [`task`] and is registered by [`registry`]: `command`
 //! (an argv, never through a shell), `script` (a source run by an
-//! interpreter) and `trace` (packet drops traced with eBPF, judged by CEL).
+//! interpreter), `check` (data read through a [`data`] driver, judged by a CEL
+//! expectation with [`expr`]'s functions) and `trace` (packet drops traced
+//! with eBPF, judged by CEL).
 //! Processes are started by [`process`], which owns their process groups so
 //! that a timeout or a stop kills everything they started.
 

@@ -114,3 +114,14 @@ kptest!(kubelet_skew_names_the_too_old_and_too_new_nodes, |dir| {
         "{failed}"
     );
 });
+
+kptest!(nodes_ready_fails_when_the_selector_matches_no_node, |dir| {
+    let selector = format!("nodeSelector=kpilot-test={}", unique("nothing"));
+    let wf = shipped("checks/nodes-ready.yaml");
+    kp(&dir, &["run", &wf, "--run-id", "r", "--param", &selector]).expect(1);
+    let reason = step_field(&dir.status("r"), "nodes-ready", "reason");
+    assert!(
+        reason.contains("has 0 item(s), fewer than minItems 1"),
+        "{reason}"
+    );
+});

@@ -89,13 +89,14 @@ pub struct Check {
     severity: Severity,
     message: Option<MessageTemplate>,
     for_each: bool,
+    min_items: u64,
     timeout: Duration,
 }
 
 const HINT: &str = "write `check: {query: cluster.nodes, forEach: true, expect: item.ready, severity: error, message: \"{{item.name}} is not Ready\"}`";
 
-const KEYS: [&str; 6] = [
-    "query", "expect", "severity", "message", "forEach", "timeout",
+const KEYS: [&str; 7] = [
+    "query", "expect", "severity", "message", "forEach", "minItems", "timeout",
 ];
 
 impl TaskKind for CheckKind {
@@ -172,6 +173,16 @@ impl TaskKind for CheckKind {
             Some(serde_yaml::Value::Bool(b)) => *b,
             Some(_) => return Err("`check.forEach` must be true or false".into()),
         };
+        let min_items = match map.get("minItems") {
+            None => 0,
+            Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some() && for_each => {
+                n.as_u64().unwrap_or(0)
+            }
+            Some(_) if !for_each => {
+                return Err("`check.minItems` needs `forEach: true`".into());
+            }
+            Some(_) => return Err("`check.minItems` must be a whole number".into()),
+        };
         let timeout = match map.get("timeout") {
             None => DEFAULT_TIMEOUT,
             Some(serde_yaml::Value::String(s)) => humantime::parse_duration(s)
@@ -191,6 +202,7 @@ impl TaskKind for CheckKind {
             severity,
             message,
             for_each,
+            min_items,
             timeout,
         }))
     }
@@ -207,6 +219,8 @@ struct Verdict {
     total: usize,
     misses: Vec<Miss>,
     errors: Vec<Miss>,
+    /// Set when `forEach` saw fewer items than `minItems`.
+    too_few: Option<String>,
 }
 
 /// The name of element `index` of a list: its `name`, `metadata.name` (with
@@ -232,6 +246,7 @@ impl Check {
             total: 0,
             misses: Vec::new(),
             errors: Vec::new(),
+            too_few: None,
         };
         let judge = |scope: &Scope, name: String, verdict: &mut Verdict| {
             verdict.total += 1;
@@ -273,9 +288,16 @@ impl Check {
                 ))
             }
         };
+        let count = items.len();
         for (name, item) in items {
             scope.set("item", item);
             judge(&scope, name, &mut verdict);
+        }
+        if (count as u64) < self.min_items {
+            verdict.too_few = Some(format!(
+                "{what} has {count} item(s), fewer than minItems {}",
+                self.min_items
+            ));
         }
         Ok(verdict)
     }
@@ -393,12 +415,15 @@ impl Task for Check {
         for m in &verdict.errors {
             let _ = writeln!(stdout, "error {}: {}", m.name, m.message);
         }
-        let failed: Vec<&str> = verdict
+        let mut failed: Vec<&str> = verdict
             .misses
             .iter()
             .chain(&verdict.errors)
             .map(|m| m.name.as_str())
             .collect();
+        if verdict.too_few.is_some() {
+            failed.push(&what);
+        }
         let items: Vec<Value> = verdict
             .misses
             .iter()
@@ -426,6 +451,17 @@ impl Task for Check {
                     list(&verdict.errors)
                 ),
             )
+        } else if let Some(too_few) = &verdict.too_few {
+            let mut message = too_few.clone();
+            if !verdict.misses.is_empty() {
+                let _ = write!(
+                    message,
+                    "; {} failed: {}",
+                    counted(verdict.misses.len()),
+                    list(&verdict.misses)
+                );
+            }
+            (self.severity.outcome(), message)
         } else if verdict.misses.is_empty() {
             (
                 "passed",
@@ -523,6 +559,8 @@ mod tests {
             "{query: cluster.nodes, expect: 'true', timeout: 1000000000y}",
             "{query: cluster.nodes, expect: 'true', forEach: yes-please}",
             "{query: cluster.nodes, expect: 'true', selector: x}",
+            "{query: cluster.nodes, expect: 'true', minItems: 1}",
+            "{query: cluster.nodes, forEach: true, expect: 'true', minItems: -1}",
             "{query: cluster.version, expect: \"verison(data.gitVersion) > v('1')\"}",
             "{query: cluster.version, expect: 'true', message: '{{ semver(data.gitVersion) }}'}",
             "[cluster.nodes]",
@@ -615,6 +653,22 @@ mod tests {
         let task = parse("{query: {command: [echo, not json]}, expect: 'true'}").expect("parses");
         let out = task.run(&ctx(dir.path())).await;
         assert!(out.failure.expect("fails").contains("not JSON"));
+    }
+
+    #[tokio::test]
+    async fn min_items_fails_an_empty_fleet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(dir.path(), "[]");
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, minItems: 1, expect: item.ready}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert!(
+            reason.contains("0 item(s), fewer than minItems 1"),
+            "{reason}"
+        );
     }
 
     #[tokio::test]
