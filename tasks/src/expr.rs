@@ -14,16 +14,32 @@
 //! | `s.find(re)` | the first match of `re` in `s`, or `''` |
 //! | `s.findAll(re)` | every match of `re` in `s` |
 //!
-//! CEL's own `s.matches(re)` tests a regex.
+//! CEL's own `s.matches(re)` tests a regex, and the `strings`, `lists` and
+//! `math` extensions are on (`s.split(',')`, `list.join(', ')`,
+//! `s.lowerAscii()`, `math.greatest(a, b)`, ...).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cel::extractors::This;
-use cel::{Context, FunctionContext, Program, Value};
+use cel::{Context, Env, FunctionContext, Program, Value};
 
 use crate::quantity;
 use crate::version::Version;
+
+/// CEL's standard library with the strings, lists and math extensions.
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    Arc::clone(ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // An extension that cannot be added leaves its functions undefined,
+        // which validation then reports.
+        let _ = env.add_extension(cel::extensions::strings);
+        let _ = env.add_extension(cel::extensions::lists);
+        let _ = env.add_extension(cel::extensions::math);
+        Arc::new(env)
+    }))
+}
 
 /// A check expression that failed to compile or to evaluate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +81,7 @@ impl fmt::Debug for Expr {
 impl Expr {
     /// Compiles `source`.
     pub fn compile(source: &str) -> Result<Self, ExprError> {
-        let program = Program::compile(source).map_err(|e| ExprError::Compile {
+        let program = env().compile(source).map_err(|e| ExprError::Compile {
             source_text: source.to_owned(),
             message: e.to_string(),
         })?;
@@ -143,7 +159,7 @@ impl Default for Scope {
 impl Scope {
     /// CEL's standard library, kpilot's functions, no variables.
     pub fn new() -> Self {
-        let mut context = Context::default();
+        let mut context = Context::with_env(env());
         // The names are not in CEL's standard library, so adding cannot fail;
         // were one ever to clash, the function would just be missing and
         // calling it an evaluation error.
@@ -227,9 +243,15 @@ fn known_function(name: &str) -> bool {
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) || KPILOT_FUNCTIONS.contains(&name) {
         return true;
     }
-    // The standard library declares its functions as overloads, and a
-    // context refuses to add a function under an overload's name.
-    Context::default().add_function(name, || true).is_err()
+    // The standard library and the extensions declare their functions as
+    // overloads, and a context refuses to add a function under an
+    // overload's name. `math.greatest(..)` may be seen as `greatest`.
+    let mut context = Context::with_env(env());
+    ["", "math.", "lists.", "strings."].iter().any(|ns| {
+        context
+            .add_function(&format!("{ns}{name}"), || true)
+            .is_err()
+    })
 }
 
 fn parse_version(ftx: &FunctionContext, s: &str) -> Result<Version, cel::ExecutionError> {
@@ -462,10 +484,19 @@ mod tests {
             && n.s.findAll('x') == [] && has(n.y) && data.exists(m, m.z) && data.map(m, m.z) == [] \
             && data.filter(m, m.z) == [] && n.s.contains('x') && n.s.endsWith('x') \
             && versionCompare('1', '2') == -1 && major('1') + minor('1') + patch('1') > 0 \
-            && duration('1s') < duration('2s') && -1 < 0 && !false && [1][0] == 1) \
+            && duration('1s') < duration('2s') && -1 < 0 && !false && [1][0] == 1 \
+            && 'A,B'.lowerAscii().split(',').join('+') == 'a+b' && math.greatest(1, 2) == 2 \
+            && lists.range(2) == [0, 1] && ' x '.trim() == 'x' && strings.quote('x') != '') \
             ? 1 : 2";
         let expr = Expr::compile(known).expect("compiles");
         assert_eq!(expr.unknown_functions(), Vec::<String>::new());
+        let mut scope = Scope::new();
+        scope.set(
+            "data",
+            &json!([{"name": "a", "v": "1.2", "q": "1Ki", "s": "x", "x": 1, "y": 1, "z": true}]),
+        );
+        // Every function is there at run time too (the value does not matter).
+        assert!(expr.eval(&scope).is_ok(), "{:?}", expr.eval(&scope));
         let typo = Expr::compile("verison(data.gitVersion) >= v('1') && data.sise() > 0")
             .expect("compiles");
         assert_eq!(typo.unknown_functions(), vec!["sise", "verison"]);
