@@ -176,3 +176,20 @@ async fn max_concurrent_bounds_what_runs_at_once() {
         .max();
     assert!(peak.is_some_and(|p| p <= 2), "{counts}");
 }
+
+#[tokio::test]
+async fn the_agent_enforces_the_step_timeout_itself() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent = start(dir.path(), 1).await;
+    let c = client(dir.path(), &agent, "s3cret", &agent.fingerprint);
+    let mut req = request("command", "[sleep, '5']");
+    req.timeout_ms = Some(300);
+    let started = std::time::Instant::now();
+    let out = c.run(&req).await;
+    let reason = out.failure.expect("timed out");
+    assert!(
+        reason.contains("timed out after 300ms on the agent"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
