@@ -45,7 +45,7 @@ impl RunView {
     /// A view of a snapshot; `driven_by` is set when another process holds the run.
     pub fn new(snapshot: Snapshot, driven_by: Option<Option<u32>>) -> Self {
         let Snapshot { run, steps } = snapshot;
-        let plan = crate::cli::replan(&run).ok();
+        let plan = crate::cli::replan(&run, &kpilot_tasks::registry()).ok();
         let mut rows = Vec::new();
         match plan {
             Some(plan) => {

@@ -4,7 +4,7 @@ use clap::Args;
 use kpilot_engine::scheduler::Decisions;
 use kpilot_engine::StepId;
 
-use super::{user_name, StateArgs, Usage};
+use super::{user_name, ClusterArgs, StateArgs, Usage};
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -17,6 +17,8 @@ pub struct ApproveArgs {
     #[arg(long)]
     reason: Option<String>,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -27,5 +29,13 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {
         by: user_name(),
         ..Decisions::default()
     };
-    super::resume::drive(&args.run, &args.state, decisions, "approve", None).await
+    super::resume::drive(
+        &args.run,
+        &args.state,
+        decisions,
+        "approve",
+        None,
+        &args.cluster,
+    )
+    .await
 }

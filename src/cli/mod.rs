@@ -46,10 +46,10 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print a workflow's step graph as DOT or Mermaid.
     Graph(graph::GraphArgs),
-    /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
-    Trace(trace::TraceArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
+    /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
+    Trace(trace::TraceArgs),
 }
 
 /// Where runs are kept.
@@ -105,8 +105,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::logs(args),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
-        Command::Trace(args) => trace::trace(args).await,
         Command::Agent(args) => agent::agent(args).await,
+        Command::Trace(args) => trace::trace(args).await,
     }
 }
 
@@ -148,9 +148,33 @@ fn nix_uid() -> u32 {
         .unwrap_or(0)
 }
 
+/// How checks reach the cluster, like kubectl: `--kubeconfig`, `--context`,
+/// else `KUBECONFIG`, `~/.kube/config` or the in-cluster config. Nothing
+/// connects until a check asks the cluster something.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or in-cluster]
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context [default: its current context]
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+}
+
+impl ClusterArgs {
+    /// The task kinds, connected to the cluster these flags name.
+    fn registry(&self) -> kpilot_engine::TaskRegistry {
+        kpilot_tasks::registry_with(kpilot_tasks::ClusterConfig {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        })
+    }
+}
+
 /// Reads and validates a workflow file, rendering problems for the user.
 fn load(
     path: &std::path::Path,
+    registry: &kpilot_engine::TaskRegistry,
 ) -> anyhow::Result<(kpilot_engine::WorkflowSource, kpilot_engine::Plan)> {
     let source = kpilot_engine::WorkflowSource::read(path).map_err(|e| {
         Usage(format!(
@@ -158,20 +182,20 @@ fn load(
             path.display()
         ))
     })?;
-    let plan = kpilot_engine::validate::validate(&source, &kpilot_tasks::registry())?;
+    let plan = kpilot_engine::validate::validate(&source, registry)?;
     Ok((source, plan))
 }
 
 /// Re-plans a stored run from the workflow text kept with it.
-pub fn replan(run: &kpilot_engine::state::RunRecord) -> anyhow::Result<kpilot_engine::Plan> {
+pub fn replan(
+    run: &kpilot_engine::state::RunRecord,
+    registry: &kpilot_engine::TaskRegistry,
+) -> anyhow::Result<kpilot_engine::Plan> {
     let source = kpilot_engine::WorkflowSource {
         path: run.file.clone(),
         text: run.source.clone(),
     };
-    Ok(kpilot_engine::validate::validate(
-        &source,
-        &kpilot_tasks::registry(),
-    )?)
+    Ok(kpilot_engine::validate::validate(&source, registry)?)
 }
 
 /// The executors a plan's steps name: `global`, `per-node` and its pools.

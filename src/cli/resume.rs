@@ -7,7 +7,7 @@ use kpilot_engine::scheduler::Decisions;
 use kpilot_engine::store::RunStore;
 use kpilot_engine::{RunId, StepId};
 
-use super::{executors, exit_for, replan, user_name, StateArgs, Usage};
+use super::{executors, exit_for, replan, user_name, ClusterArgs, StateArgs, Usage};
 use crate::{progress::Progress, render, Exit};
 
 #[derive(Debug, Args)]
@@ -26,6 +26,8 @@ pub struct ResumeArgs {
     /// Inventory of node agents [default: the one the run started with].
     #[arg(long, value_name = "FILE")]
     inventory: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     #[command(flatten)]
     state: StateArgs,
 }
@@ -77,6 +79,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
         decisions,
         "resume",
         args.inventory.as_deref(),
+        &args.cluster,
     )
     .await
 }
@@ -88,12 +91,13 @@ pub async fn drive(
     decisions: Decisions,
     verb: &str,
     inventory: Option<&std::path::Path>,
+    cluster: &ClusterArgs,
 ) -> anyhow::Result<Exit> {
     let id = RunId::parse(run).map_err(Usage)?;
     let state_dir = state.state_dir()?;
     let store = RunStore::open(&state_dir, &id)?;
     let record = store.run()?;
-    let plan = Arc::new(replan(&record)?);
+    let plan = Arc::new(replan(&record, &cluster.registry())?);
     eprintln!("kpilot: {verb} run {id} of workflow `{}`", plan.name);
     let progress = Progress::new(&plan);
     let outcome = kpilot_engine::scheduler::resume(

@@ -8,7 +8,7 @@ use kpilot_engine::state::{RunRecord, RunState};
 use kpilot_engine::store::RunStore;
 use kpilot_engine::RunId;
 
-use super::{executors, exit_for, load, StateArgs, Usage};
+use super::{executors, exit_for, load, ClusterArgs, StateArgs, Usage};
 use crate::{progress::Progress, render, Exit};
 
 #[derive(Debug, Args)]
@@ -25,6 +25,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
     state: StateArgs,
 }
 
@@ -39,7 +41,7 @@ pub fn parse_params(args: &[String]) -> Result<Vec<(String, String)>, Usage> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
-    let (source, plan) = load(&args.file)?;
+    let (source, plan) = load(&args.file, &args.cluster.registry())?;
     let overrides = parse_params(&args.params)?;
     let params = plan.bind_params(&source, &overrides)?;
     let id = match &args.run_id {

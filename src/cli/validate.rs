@@ -18,7 +18,7 @@ pub struct ValidateArgs {
 }
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
-    match (load(&args.file), args.output) {
+    match (load(&args.file, &kpilot_tasks::registry()), args.output) {
         (Ok((_, plan)), Format::Text) => {
             println!(
                 "{}: valid workflow `{}` with {} steps",

@@ -10,6 +10,7 @@
 
 mod addons;
 mod drivers;
+mod flags;
 mod gate;
 mod nodes;
 mod shipped;
