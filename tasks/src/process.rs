@@ -48,14 +48,21 @@ impl Drop for GroupGuard {
 /// The argument that makes the kpilot binary act as the guardian.
 pub const GUARDIAN_ARG: &str = "__kpilot-guardian";
 
-/// A helper process that kills the process groups of running steps when
-/// kpilot dies, even by SIGKILL: it reads `+PGID` and `-PGID` lines on its
-/// standard input, and when that pipe closes (kpilot is gone) it kills every
-/// group still registered. This keeps a crash from leaving steps running
-/// behind a person's back, without the fork(2) that `PR_SET_PDEATHSIG` in a
-/// `pre_exec` hook would force on every spawn.
+/// The environment variable that marks every process of a step with its
+/// guardian's token, so the guardian finds them all, however they started.
+const GUARDIAN_ENV: &str = "KPILOT_GUARDIAN";
+
+/// A helper process that kills the processes of running steps when kpilot
+/// dies, even by SIGKILL. It reads `+PGID` and `-PGID` lines on its standard
+/// input; when that pipe closes (kpilot is gone) it kills every group still
+/// registered, then every process whose environment carries its token (one
+/// spawned just before kpilot died, before its group was registered, or one
+/// that left its group), and waits until they are gone. This keeps a crash
+/// from leaving steps running behind a person's back, without the fork(2)
+/// that `PR_SET_PDEATHSIG` in a `pre_exec` hook would force on every spawn.
 struct Guardian {
     stdin: std::sync::Mutex<std::process::ChildStdin>,
+    token: String,
 }
 
 impl Guardian {
@@ -81,8 +88,13 @@ fn guardian() -> Option<&'static Guardian> {
                 return None;
             }
             use std::os::unix::process::CommandExt as _;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let token = format!("{}-{nanos}", std::process::id());
             let mut child = std::process::Command::new(exe)
                 .arg(GUARDIAN_ARG)
+                .arg(&token)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -93,6 +105,7 @@ fn guardian() -> Option<&'static Guardian> {
             let stdin = child.stdin.take()?;
             Some(Guardian {
                 stdin: std::sync::Mutex::new(stdin),
+                token,
             })
         })
         .as_ref()
@@ -120,7 +133,57 @@ pub fn guardian_main() -> ! {
     for pgid in groups {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
+    let token = std::env::args().nth(2).unwrap_or_default();
+    if !token.is_empty() {
+        let mark = format!("{GUARDIAN_ENV}={token}\0").into_bytes();
+        let mut victims = Vec::new();
+        // A process may fork while it is being killed: look again.
+        for _ in 0..3 {
+            let found = marked_processes(&mark);
+            if found.is_empty() {
+                break;
+            }
+            for (pid, pgid) in found {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                victims.push(pid);
+            }
+        }
+        // SIGKILL lands asynchronously; return only once nothing can act any more.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while victims.iter().any(|&pid| alive(pid)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
     std::process::exit(0)
+}
+
+/// `(pid, pgid)` of every live process whose initial environment holds `mark`.
+fn marked_processes(mark: &[u8]) -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != std::process::id() as i32 && alive(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.windows(mark.len()).any(|w| w == mark))
+        })
+        .filter_map(|pid| Some((pid, stat_field(pid, 2)?.parse().ok()?)))
+        .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    stat_field(pid, 0).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// A field of /proc/PID/stat after the command name: 0 is the state, 2 the group.
+fn stat_field(pid: i32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n).map(str::to_owned)
 }
 
 /// The last [`OUTPUT_TAIL`] bytes of a stream.
@@ -166,8 +229,11 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
         .process_group(0)
         .kill_on_drop(true);
     let guardian = guardian();
-    if guardian.is_none() {
-        die_with_parent(&mut cmd);
+    match guardian {
+        Some(g) => {
+            cmd.env(GUARDIAN_ENV, &g.token);
+        }
+        None => die_with_parent(&mut cmd),
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
