@@ -7,13 +7,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use chrono::Utc;
-use tracing::Instrument as _;
 
 use super::{Done, Scheduler};
 use crate::id::InstanceId;
 use crate::state::{EventKind, StepRecord, StepState};
 use crate::store::StoredOutput;
-use crate::task::{TaskContext, TaskOutput};
+use crate::task::TaskOutput;
 
 /// The instances of one fanned-out step.
 #[derive(Debug, Default)]
@@ -210,55 +209,17 @@ impl Scheduler<'_> {
     }
 
     fn spawn_node(&mut self, i: usize, k: usize, instance: InstanceId, attempt: u32) {
-        let step = &self.plan.steps[i];
-        let ctx = TaskContext {
-            run_id: self.run.id.clone(),
-            step_id: step.id.clone(),
-            instance: instance.clone(),
-            attempt,
-            params: Arc::clone(&self.params),
-            workdir: self.run.workdir.clone(),
-            facts: self.facts.clone(),
-        };
-        let span = tracing::info_span!(
-            "step",
-            run.id = %self.run.id,
-            step.id = %step.id,
-            attempt,
-            node.name = %instance,
-        );
-        let timeout = step.timeout;
-        let run = match self.executors.get(&step.executor) {
-            Some(executor) => executor.run(step, ctx),
-            None => {
-                let name = step.executor.clone();
-                Box::pin(async move {
-                    TaskOutput::failed(format!("executor `{name}` is not available in this kpilot"))
-                })
-            }
-        };
+        let run = self.attempt(i, instance, attempt);
         self.executing += 1;
-        self.starting.push(Box::pin(
-            async move {
-                let output = match timeout {
-                    Some(limit) => match tokio::time::timeout(limit, run).await {
-                        Ok(output) => output,
-                        Err(_) => TaskOutput::failed(format!(
-                            "timeout: no result after {}; its processes were killed",
-                            humantime::format_duration(limit)
-                        )),
-                    },
-                    None => run.await,
-                };
-                Done::NodeAttempt {
-                    step: i,
-                    node: k,
-                    attempt,
-                    output,
-                }
+        self.starting.push(Box::pin(async move {
+            let output = run.await;
+            Done::NodeAttempt {
+                step: i,
+                node: k,
+                attempt,
+                output,
             }
-            .instrument(span),
-        ));
+        }));
     }
 
     pub(super) fn node_attempt_ended(

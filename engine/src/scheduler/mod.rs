@@ -663,27 +663,59 @@ impl<'o> Scheduler<'o> {
     /// launched only after that change is committed.
     fn spawn(&mut self, i: usize, repair: Option<usize>, attempt: u32) {
         let target = repair.unwrap_or(i);
-        let step = &self.plan.steps[target];
-        if !matches!(step.body, Body::Task { .. }) {
+        if !matches!(self.plan.steps[target].body, Body::Task { .. }) {
             return;
+        }
+        let run = self.attempt(target, INSTANCE(), attempt);
+        self.executing += 1;
+        self.starting.push(Box::pin(async move {
+            let output = run.await;
+            match repair {
+                Some(repair) => Done::Repair {
+                    step: i,
+                    repair,
+                    attempt,
+                    output,
+                },
+                None => Done::Attempt {
+                    step: i,
+                    attempt,
+                    output,
+                },
+            }
+        }));
+    }
+
+    /// One attempt of step `i` on `instance`, through the step's executor,
+    /// under its timeout, in a `step` span that names the run, the step, the
+    /// attempt and, for a step run on every node, the node.
+    fn attempt(
+        &self,
+        i: usize,
+        instance: InstanceId,
+        attempt: u32,
+    ) -> impl std::future::Future<Output = TaskOutput> + Send + 'static {
+        let step = &self.plan.steps[i];
+        let span = tracing::info_span!(
+            "step",
+            run.id = %self.run.id,
+            step.id = %step.id,
+            attempt,
+            node.name = tracing::field::Empty,
+        );
+        if instance != INSTANCE() {
+            span.record("node.name", tracing::field::display(&instance));
         }
         let ctx = TaskContext {
             run_id: self.run.id.clone(),
             step_id: step.id.clone(),
-            instance: INSTANCE(),
+            instance,
             attempt,
             params: Arc::clone(&self.params),
             workdir: self.run.workdir.clone(),
             facts: self.facts.clone(),
         };
         let timeout = step.timeout;
-        let span = tracing::info_span!(
-            "step",
-            run.id = %self.run.id,
-            step.id = %step.id,
-            attempt,
-            instance = %ctx.instance,
-        );
         let run = match self.executors.get(&step.executor) {
             Some(executor) => executor.run(step, ctx),
             None => {
@@ -693,37 +725,22 @@ impl<'o> Scheduler<'o> {
                 })
             }
         };
-        self.executing += 1;
-        self.starting.push(Box::pin(
-            async move {
-                tracing::debug!("attempt started");
-                let output = match timeout {
-                    Some(limit) => match tokio::time::timeout(limit, run).await {
-                        Ok(output) => output,
-                        Err(_) => TaskOutput::failed(format!(
-                            "timeout: no result after {}; its process group was killed",
-                            humantime::format_duration(limit)
-                        )),
-                    },
-                    None => run.await,
-                };
-                tracing::debug!(failure = ?output.failure, "attempt ended");
-                match repair {
-                    Some(repair) => Done::Repair {
-                        step: i,
-                        repair,
-                        attempt,
-                        output,
-                    },
-                    None => Done::Attempt {
-                        step: i,
-                        attempt,
-                        output,
-                    },
-                }
-            }
-            .instrument(span),
-        ));
+        async move {
+            tracing::debug!("attempt started");
+            let output = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(output) => output,
+                    Err(_) => TaskOutput::failed(format!(
+                        "timeout: no result after {}; its process group was killed",
+                        humantime::format_duration(limit)
+                    )),
+                },
+                None => run.await,
+            };
+            tracing::debug!(failure = ?output.failure, "attempt ended");
+            output
+        }
+        .instrument(span)
     }
 
     fn keep_output(&mut self, i: usize, attempt: u32, output: &TaskOutput) {
