@@ -329,6 +329,13 @@ impl Validator<'_> {
                 );
             }
             let fans_out = executor == "per-node" || pool.is_some_and(|p| p.per_node);
+            if fans_out && p.spec.repair.is_some() {
+                self.step_problem(
+                    id,
+                    "repair",
+                    "a step run on every node cannot have a repair yet; run the fix as a step (not in phase repair) that needs this one `on: failure`, or use retry",
+                );
+            }
             let nodes = p.spec.nodes.clone().unwrap_or_default();
             if p.spec.nodes.is_some() && !fans_out {
                 self.step_problem(
