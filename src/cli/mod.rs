@@ -162,12 +162,17 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// The task kinds, connected to the cluster these flags name.
-    fn registry(&self) -> kpilot_engine::TaskRegistry {
-        kpilot_tasks::registry_with(kpilot_tasks::ClusterConfig {
+    /// The cluster these flags name.
+    fn config(&self) -> kpilot_tasks::ClusterConfig {
+        kpilot_tasks::ClusterConfig {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-        })
+        }
+    }
+
+    /// The task kinds, connected to the cluster these flags name.
+    fn registry(&self) -> kpilot_engine::TaskRegistry {
+        kpilot_tasks::registry_with(self.config())
     }
 }
 
@@ -199,11 +204,13 @@ pub fn replan(
 }
 
 /// The executors a plan's steps name: `global`, `per-node` and its pools.
-/// `inventory` is `--inventory`; `workdir` the run's working directory.
+/// `inventory` is `--inventory`; `workdir` the run's working directory;
+/// `cluster` where an inventory with `cluster:` finds its nodes.
 fn executors(
     plan: &kpilot_engine::Plan,
     inventory: Option<&std::path::Path>,
     workdir: &std::path::Path,
+    cluster: &ClusterArgs,
 ) -> anyhow::Result<kpilot_engine::executor::Executors> {
     let inventory = match inventory {
         Some(p) => Some(
@@ -215,6 +222,7 @@ fn executors(
     let options = kpilot_tasks::ExecutorOptions {
         inventory,
         workdir: workdir.to_owned(),
+        cluster: cluster.config(),
     };
     kpilot_tasks::executors(plan, &options).map_err(|e| Usage(e.to_string()).into())
 }

@@ -105,7 +105,7 @@ pub async fn drive(
         store,
         decisions,
         verb,
-        executors(&plan, inventory, &record.workdir)?,
+        executors(&plan, inventory, &record.workdir, cluster)?,
         &progress,
     )
     .await?;

@@ -63,7 +63,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         state: RunState::Running,
         approvals: Default::default(),
     };
-    let executors = executors(&plan, args.inventory.as_deref(), &record.workdir)?;
+    let executors = executors(
+        &plan,
+        args.inventory.as_deref(),
+        &record.workdir,
+        &args.cluster,
+    )?;
     let store = RunStore::create(&state_dir, &record)?;
     eprintln!(
         "kpilot: run {id} of workflow `{}` ({} steps)",

@@ -14,8 +14,14 @@
 //!
 //! A pool with its own `inventory:` uses that file (relative to the working
 //! directory). Without any inventory a per-node step fails and says to pass
-//! `--inventory`; a cluster's node list (`cluster.nodes`) plugs in at
-//! [`Fleet`] as another source of agents.
+//! `--inventory`.
+//!
+//! An inventory with a `cluster:` section lists no agents: they are the
+//! cluster's nodes (reached through [`ExecutorOptions::cluster`], the CLI's
+//! `--kubeconfig` and `--context`), each at its address of the section's
+//! `addressType` and `port`. The node list is read once per run and kept in
+//! the run's facts as [`NODES_FACT`] (the fact an unfiltered `cluster.nodes`
+//! check shares), so a resume rolls over the same nodes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -29,10 +35,18 @@ use kpilot_engine::{Body, InstanceId, Plan, PlannedStep, TaskContext, TaskOutput
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
 
-use crate::agent::{AgentClient, AgentError, Inventory, RunRequest, Selector};
+use crate::agent::{Agent, AgentClient, AgentError, Inventory, RunRequest, Selector};
+use crate::data::{Cluster, ClusterConfig};
 
 /// The fact under which a run keeps the absolute path of its inventory.
 pub const INVENTORY_FACT: &str = "kpilot.inventory";
+
+/// The fact under which a run keeps the cluster's node list that a
+/// `cluster:` inventory's agents were made from.
+pub const NODES_FACT: &str = "cluster.nodes";
+
+/// How long listing the cluster's nodes may keep retrying.
+const NODES_BUDGET: Duration = Duration::from_secs(30);
 
 /// What the CLI knows that the plan does not.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +56,9 @@ pub struct ExecutorOptions {
     /// The run's working directory: `spec.inventory` and pools' `inventory`
     /// are relative to it.
     pub workdir: PathBuf,
+    /// The cluster whose nodes a `cluster:` inventory names (`--kubeconfig`,
+    /// `--context`); nothing connects unless such an inventory is used.
+    pub cluster: ClusterConfig,
 }
 
 /// What is wrong with a plan's executors before anything runs.
@@ -63,6 +80,7 @@ pub fn executors(plan: &Plan, options: &ExecutorOptions) -> Result<Executors, Ex
         cli: options.inventory.clone(),
         spec: plan.inventory.clone(),
         workdir: options.workdir.clone(),
+        cluster: Cluster::new(options.cluster.clone()),
         loaded: Mutex::default(),
     });
     for step in &plan.steps {
@@ -107,18 +125,38 @@ pub fn executors(plan: &Plan, options: &ExecutorOptions) -> Result<Executors, Ex
     Ok(all)
 }
 
-/// Where agents come from: inventory files, each read once per process.
+/// Where agents come from: inventory files, each read once per process, and
+/// the cluster's nodes for an inventory with `cluster:`.
 pub struct Fleet {
     cli: Option<PathBuf>,
     spec: Option<String>,
     workdir: PathBuf,
-    loaded: Mutex<HashMap<PathBuf, Arc<Loaded>>>,
+    cluster: Cluster,
+    loaded: Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<Loaded>>>>>,
 }
 
-/// An inventory and a client for each of its agents.
+/// An inventory, its agents and a client for each agent that can be reached.
 struct Loaded {
     inventory: Inventory,
+    /// The inventory's agents, or the cluster's nodes; sorted by name.
+    agents: Vec<Agent>,
     clients: BTreeMap<String, AgentClient>,
+    /// Cluster nodes without an address to reach: why, by name.
+    unaddressed: BTreeMap<String, String>,
+}
+
+impl Loaded {
+    /// Where the nodes come from, for messages.
+    fn source(&self) -> String {
+        if self.inventory.cluster.is_some() {
+            format!(
+                "the cluster's nodes (inventory {})",
+                self.inventory.path.display()
+            )
+        } else {
+            format!("the inventory {}", self.inventory.path.display())
+        }
+    }
 }
 
 impl Fleet {
@@ -150,24 +188,57 @@ impl Fleet {
         }
     }
 
-    fn load(&self, path: &Path) -> Result<Arc<Loaded>, String> {
-        let mut loaded = self
-            .loaded
-            .lock()
-            .map_err(|_| "the inventory cache is poisoned".to_owned())?;
-        if let Some(l) = loaded.get(path) {
-            return Ok(Arc::clone(l));
-        }
+    async fn load(&self, path: &Path, facts: &Facts) -> Result<Arc<Loaded>, String> {
+        let cell = {
+            let mut loaded = self
+                .loaded
+                .lock()
+                .map_err(|_| "the inventory cache is poisoned".to_owned())?;
+            Arc::clone(loaded.entry(path.to_owned()).or_default())
+        };
+        cell.get_or_try_init(|| self.read(path, facts))
+            .await
+            .map(Arc::clone)
+    }
+
+    /// Reads an inventory and makes its agents' clients; a `cluster:`
+    /// inventory's agents are the nodes of the run's node list.
+    async fn read(&self, path: &Path, facts: &Facts) -> Result<Arc<Loaded>, String> {
         let inventory = Inventory::read(path).map_err(|e| e.to_string())?;
-        let clients = inventory
-            .agents
+        let (agents, unaddressed) = if inventory.cluster.is_some() {
+            let nodes = facts
+                .get_or_fetch(NODES_FACT, || async {
+                    self.cluster
+                        .nodes(NODES_BUDGET)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| {
+                    format!(
+                        "inventory {}: its `cluster:` section takes the agents from the cluster's nodes, but they cannot be listed: {e}; check --kubeconfig and --context (or KUBECONFIG) on kpilot run or resume",
+                        path.display()
+                    )
+                })?;
+            let made = inventory
+                .cluster_agents(&nodes)
+                .map_err(|e| e.to_string())?;
+            (made.agents, made.unaddressed)
+        } else {
+            (inventory.agents.clone(), BTreeMap::new())
+        };
+        let clients = agents
             .iter()
+            .filter(|a| !unaddressed.contains_key(&a.name))
             .map(|a| Ok((a.name.clone(), AgentClient::new(&inventory, a)?)))
             .collect::<Result<BTreeMap<_, _>, AgentError>>()
             .map_err(|e| e.to_string())?;
-        let l = Arc::new(Loaded { inventory, clients });
-        loaded.insert(path.to_owned(), Arc::clone(&l));
-        Ok(l)
+        Ok(Arc::new(Loaded {
+            inventory,
+            agents,
+            clients,
+            unaddressed,
+        }))
     }
 }
 
@@ -191,31 +262,30 @@ impl PerNode {
             Some(own) => self.fleet.workdir.join(own),
             None => self.fleet.main_path(facts).await?,
         };
-        self.fleet.load(&path)
+        self.fleet.load(&path, facts).await
     }
 
     /// The agents of the pool (all of the inventory for `per-node`), by name.
-    fn members<'l>(&self, loaded: &'l Loaded) -> Result<Vec<&'l crate::agent::Agent>, String> {
+    fn members<'l>(&self, loaded: &'l Loaded) -> Result<Vec<&'l Agent>, String> {
         let Some(pool) = &self.pool else {
-            return Ok(loaded.inventory.agents.iter().collect());
+            return Ok(loaded.agents.iter().collect());
         };
         let missing: Vec<&str> = pool
             .spec
             .nodes
             .iter()
-            .filter(|n| loaded.inventory.agent(n).is_none())
+            .filter(|n| !loaded.agents.iter().any(|a| &a.name == *n))
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
             return Err(format!(
-                "executor {}: nodes {} are not in the inventory {}",
+                "executor {}: nodes {} are not in {}",
                 pool.spec.name,
                 missing.join(", "),
-                loaded.inventory.path.display()
+                loaded.source()
             ));
         }
         Ok(loaded
-            .inventory
             .agents
             .iter()
             .filter(|a| pool.spec.nodes.is_empty() || pool.spec.nodes.contains(&a.name))
@@ -266,8 +336,8 @@ impl Executor for PerNode {
             names.sort();
             if names.is_empty() {
                 return Err(format!(
-                    "no node of the inventory {} matches{}{}",
-                    loaded.inventory.path.display(),
+                    "no node of {} matches{}{}",
+                    loaded.source(),
                     self.pool
                         .as_ref()
                         .map(|p| format!(" executor {}", p.spec.name))
@@ -312,8 +382,8 @@ impl Executor for PerNode {
                     let name = ctx.instance.as_str();
                     if !members.iter().any(|a| a.name == name) {
                         return TaskOutput::failed(format!(
-                            "node {name} is not in the inventory {}{}",
-                            loaded.inventory.path.display(),
+                            "node {name} is not in {}{}",
+                            loaded.source(),
                             this.pool
                                 .as_ref()
                                 .map(|p| format!(" (executor {})", p.spec.name))
@@ -322,7 +392,13 @@ impl Executor for PerNode {
                     }
                     return match loaded.clients.get(name) {
                         Some(client) => client.run(&request).await,
-                        None => TaskOutput::failed(format!("node {name} has no agent client")),
+                        None => TaskOutput::failed(
+                            loaded
+                                .unaddressed
+                                .get(name)
+                                .cloned()
+                                .unwrap_or_else(|| format!("node {name} has no agent client")),
+                        ),
                     };
                 }
                 // Once, on the first member that answers.
@@ -335,6 +411,9 @@ impl Executor for PerNode {
                 let mut tried = Vec::new();
                 for agent in members {
                     let Some(client) = loaded.clients.get(&agent.name) else {
+                        if let Some(why) = loaded.unaddressed.get(&agent.name) {
+                            tried.push(why.clone());
+                        }
                         continue;
                     };
                     match client.healthy(Duration::from_secs(3)).await {

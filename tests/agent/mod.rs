@@ -4,6 +4,7 @@
 
 mod auth;
 mod checks;
+mod cluster_nodes;
 mod fleet;
 
 use std::path::PathBuf;

@@ -4,7 +4,8 @@
 //! - [`server`]: `kpilot agent` itself: HTTPS with a bearer token on every
 //!   request, a semaphore bounding how many bodies run at once.
 //! - [`client`]: what an executor uses to reach one agent.
-//! - [`inventory`]: the file listing agents, and label selectors over them.
+//! - [`inventory`]: the file listing agents (or taking them from the
+//!   cluster's nodes), and label selectors over them.
 //!
 //! The wire protocol is JSON over HTTP/1.1 over TLS:
 //!
@@ -33,7 +34,7 @@ use kpilot_engine::TaskOutput;
 use serde::{Deserialize, Serialize};
 
 pub use client::AgentClient;
-pub use inventory::{Agent, Inventory, Selector};
+pub use inventory::{Agent, ClusterAgents, ClusterSource, Inventory, Selector};
 pub use server::{AgentConfig, AgentServer, TlsSource};
 
 /// The header every request carries: `Authorization: Bearer TOKEN`.

@@ -75,6 +75,22 @@ impl Cluster {
             .cloned()
     }
 
+    /// Every node of the cluster, as `query: cluster.nodes` shows them
+    /// (`[{name, labels, addresses, ...}]`), asking again with backoff for
+    /// at most `budget` while the API server does not answer.
+    pub async fn nodes(&self, budget: Duration) -> Result<Value, DataError> {
+        let name = "cluster.nodes";
+        super::with_retry(name, budget, || async {
+            let client = self.client().await.map_err(Failure::Permanent)?;
+            let nodes = Api::<Node>::all(client)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| failure(name, e))?;
+            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+        })
+        .await
+    }
+
     async fn kube_config(&self) -> Result<kube::Config, DataError> {
         let options = KubeConfigOptions {
             context: self.config.context.clone(),
