@@ -7,12 +7,12 @@ use std::time::Duration;
 use rand::Rng as _;
 
 kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
-    // 24 non-idempotent steps in layers; each creates its own marker
+    // 32 non-idempotent steps in layers; each creates its own marker
     // directory, which fails if the marker exists: a step whose effect ran
     // twice fails the run.
     let mut wf = String::from("apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: crash}\nspec:\n  concurrency: 3\n  steps:\n");
     let mut ids = Vec::new();
-    for layer in 0..6 {
+    for layer in 0..8 {
         for k in 0..4 {
             let id = format!("s{layer}-{k}");
             let needs = if layer == 0 {
@@ -21,7 +21,7 @@ kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
                 format!("s{}-{}, s{}-{}", layer - 1, k, layer - 1, (k + 1) % 4)
             };
             wf.push_str(&format!(
-                "    - id: {id}\n      phase: upgrade\n      needs: [{needs}]\n      command: [python3, -c, \"import os, time; time.sleep(0.02); os.mkdir('marks/' + os.environ['KPILOT_STEP_ID'])\"]\n"
+                "    - id: {id}\n      phase: upgrade\n      needs: [{needs}]\n      command: [python3, -c, \"import os, time; time.sleep(0.05); os.mkdir('marks/' + os.environ['KPILOT_STEP_ID'])\"]\n"
             ));
             ids.push(id);
         }
@@ -46,7 +46,7 @@ kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
             .spawn()
             .expect("spawn");
         let wait_ms = if round < 40 {
-            rng.random_range(0..400)
+            rng.random_range(20..300)
         } else {
             60_000
         };
@@ -147,7 +147,7 @@ kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
     for id in &ids {
         assert!(dir.exists(&format!("marks/{id}")), "{id} never took effect");
     }
-    assert!(kills >= 10, "only {kills} kills landed");
+    assert!(kills >= 8, "only {kills} kills landed");
     eprintln!(
         "kills: {kills}, vouched: {}, retried: {}",
         vouched.len(),

@@ -75,6 +75,9 @@ pub enum StoreError {
     },
 }
 
+/// The file whose presence says a run was created whole.
+const CREATED: &str = "created";
+
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -122,7 +125,7 @@ impl StateDir {
                 .to_str()
                 .and_then(|n| RunId::parse(n).ok())
             {
-                if entry.path().join("db").exists() {
+                if entry.path().join(CREATED).exists() {
                     ids.push(id);
                 }
             }
@@ -210,14 +213,23 @@ impl RunStore {
     /// Creates a run; fails if one with the same id exists.
     pub fn create(state: &StateDir, record: &RunRecord) -> Result<Self> {
         let dir = state.run_dir(&record.id);
-        if dir.join("db").exists() {
-            return Err(StoreError::RunExists {
-                id: record.id.clone(),
-                dir: state.root.clone(),
-            });
-        }
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let mut store = Self::open_dir(record.id.clone(), dir)?;
+        let lock = Self::lock(&record.id, &dir)?;
+        let exists = || StoreError::RunExists {
+            id: record.id.clone(),
+            dir: state.root.clone(),
+        };
+        if dir.join(CREATED).exists() {
+            return Err(exists());
+        }
+        // A database without the marker is what a crash during an earlier
+        // creation left: no run was ever announced from it, so start afresh
+        // rather than trust whatever half-written state it holds.
+        let db = dir.join("db");
+        if db.exists() {
+            std::fs::remove_dir_all(&db).map_err(io_err(&db))?;
+        }
+        let mut store = Self::open_locked(record.id.clone(), dir.clone(), lock)?;
         store.commit(Change {
             run: Some(record.clone()),
             events: vec![EventKind::RunCreated {
@@ -225,22 +237,30 @@ impl RunStore {
             }],
             ..Change::default()
         })?;
+        // From here on the run exists.
+        let marker = dir.join(CREATED);
+        File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| File::open(&dir)?.sync_all())
+            .map_err(io_err(&marker))?;
         Ok(store)
     }
 
     /// Opens an existing run and takes it; fails at once if another process holds it.
     pub fn open(state: &StateDir, id: &RunId) -> Result<Self> {
         let dir = state.run_dir(id);
-        if !dir.join("db").exists() {
+        if !dir.join(CREATED).exists() {
             return Err(StoreError::NoSuchRun {
                 id: id.clone(),
                 dir: state.root.clone(),
             });
         }
-        Self::open_dir(id.clone(), dir)
+        let lock = Self::lock(id, &dir)?;
+        Self::open_locked(id.clone(), dir, lock)
     }
 
-    fn open_dir(id: RunId, dir: PathBuf) -> Result<Self> {
+    /// Takes the run's lock file, or says which process holds it.
+    fn lock(id: &RunId, dir: &Path) -> Result<File> {
         let lock_path = dir.join("lock");
         let mut lock = OpenOptions::new()
             .read(true)
@@ -255,7 +275,7 @@ impl RunStore {
                 let mut text = String::new();
                 let _ = lock.read_to_string(&mut text);
                 return Err(StoreError::Busy {
-                    id,
+                    id: id.clone(),
                     pid: text.trim().parse().ok(),
                 });
             }
@@ -264,7 +284,10 @@ impl RunStore {
         lock.set_len(0).map_err(io_err(&lock_path))?;
         lock.rewind().map_err(io_err(&lock_path))?;
         write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        Ok(lock)
+    }
 
+    fn open_locked(id: RunId, dir: PathBuf, lock: File) -> Result<Self> {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(8 * 1024 * 1024)

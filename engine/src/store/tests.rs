@@ -70,3 +70,24 @@ fn a_second_holder_is_refused() {
         other => panic!("expected Busy, got {other:?}"),
     }
 }
+
+#[test]
+fn a_creation_cut_short_is_no_run_and_can_be_created_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r3").expect("id");
+    // What a crash between opening the database and writing the marker leaves.
+    std::fs::create_dir_all(dir.path().join("runs/r3/db")).expect("mkdir");
+    std::fs::write(dir.path().join("runs/r3/db/garbage"), b"torn").expect("write");
+    assert!(matches!(
+        RunStore::open(&state, &id),
+        Err(StoreError::NoSuchRun { .. })
+    ));
+    assert!(state.list().expect("list").is_empty());
+    drop(RunStore::create(&state, &record(&id)).expect("created afresh"));
+    assert!(matches!(
+        RunStore::create(&state, &record(&id)),
+        Err(StoreError::RunExists { .. })
+    ));
+    assert_eq!(state.list().expect("list"), vec![id]);
+}
