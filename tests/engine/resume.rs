@@ -197,7 +197,7 @@ spec:
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(1500));
-    let pid = nix_pid(child.id());
+    let pid = child.id();
     // SIGTERM: kpilot stops its steps and records why.
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -228,7 +228,3 @@ spec:
         "succeeded"
     );
 });
-
-fn nix_pid(id: u32) -> u32 {
-    id
-}
