@@ -216,14 +216,7 @@ impl DropTracer {
             .load(OBJECT)
             .map_err(load_error)?;
 
-        let prog: &mut TracePoint = ebpf
-            .program_mut(KFREE_SKB_PROGRAM)
-            .ok_or(TraceError::Missing("program kpilot_kfree_skb"))?
-            .try_into()
-            .map_err(|source| TraceError::Program {
-                what: "kpilot_kfree_skb is not a tracepoint program",
-                source,
-            })?;
+        let prog = kfree_skb_program(&mut ebpf)?;
         prog.load().map_err(|source| match source {
             ProgramError::LoadError {
                 ref io_error,
@@ -272,14 +265,7 @@ impl DropTracer {
         let mono_to_unix_ns = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
         let started_at = Utc::now();
         let started = Instant::now();
-        let prog: &mut TracePoint = ebpf
-            .program_mut(KFREE_SKB_PROGRAM)
-            .ok_or(TraceError::Missing("program kpilot_kfree_skb"))?
-            .try_into()
-            .map_err(|source| TraceError::Program {
-                what: "kpilot_kfree_skb is not a tracepoint program",
-                source,
-            })?;
+        let prog = kfree_skb_program(&mut ebpf)?;
         let link = prog
             .attach("skb", "kfree_skb")
             .map_err(|source| TraceError::Program {
@@ -566,6 +552,18 @@ fn recursion_misses(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
         return Ok(0);
     }
     Ok(info[RECURSION_MISSES_OFFSET / 8])
+}
+
+/// The tracepoint program in the loaded object, looked up again after each
+/// step that needs `ebpf` mutably (taking its maps).
+fn kfree_skb_program(ebpf: &mut Ebpf) -> Result<&mut TracePoint, TraceError> {
+    ebpf.program_mut(KFREE_SKB_PROGRAM)
+        .ok_or(TraceError::Missing("program kpilot_kfree_skb"))?
+        .try_into()
+        .map_err(|source| TraceError::Program {
+            what: "kpilot_kfree_skb is not a tracepoint program",
+            source,
+        })
 }
 
 #[cfg(test)]
