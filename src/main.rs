@@ -2,6 +2,7 @@
 //! the result to an exit code in one place.
 
 mod cli;
+mod output;
 mod progress;
 mod render;
 
@@ -42,11 +43,17 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::Internal as u8);
         }
     };
-    let exit = match runtime.block_on(cli::dispatch(args)) {
+    let result = runtime
+        .block_on(cli::dispatch(args))
+        .and_then(|exit| output::flush().map(|()| exit).map_err(Into::into));
+    let exit = match result {
         Ok(exit) => exit,
         Err(e) => {
             let exit = cli::classify(&e);
-            eprintln!("kpilot: {e:#}");
+            match cli::hint(&e) {
+                Some(hint) => eprintln!("kpilot: {e:#}; {hint}"),
+                None => eprintln!("kpilot: {e:#}"),
+            }
             exit
         }
     };
@@ -55,7 +62,10 @@ fn main() -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // sled's own log lines say nothing a person can act on; kpilot reports a
+    // damaged run itself, once.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sled=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

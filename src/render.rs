@@ -28,7 +28,7 @@ pub struct RunView {
 impl RunView {
     /// Reads a run; when another process holds it, reads its last snapshot.
     pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
-        match RunStore::open(state, id) {
+        match RunStore::open_to_read(state, id) {
             Ok(store) => Ok(Self::new(store.snapshot()?, None)),
             Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
                 Some(s) => Ok(Self::new(s, Some(pid))),
@@ -153,10 +153,62 @@ impl RunView {
         out
     }
 
+    /// What waits on a person, each with the commands that decide it, as
+    /// `(step, state, reason, commands)`.
+    pub fn waiting(&self) -> Vec<(String, &'static str, String, Vec<String>)> {
+        let id = &self.run.id;
+        self.rows
+            .iter()
+            .filter(|row| row.instance == InstanceId::global())
+            .filter_map(|row| {
+                let r = &row.record;
+                let commands = match (r.state, row.body.as_str()) {
+                    (StepState::Interrupted, _) => vec![
+                        format!("kpilot resume {id} --retry {}", row.id),
+                        format!("kpilot resume {id} --skip {} --reason TEXT", row.id),
+                    ],
+                    (StepState::Blocked, "approval") => {
+                        vec![format!("kpilot approve {id} {}", row.id)]
+                    }
+                    (StepState::Blocked, _) => vec![format!("kpilot resume {id}")],
+                    _ => return None,
+                };
+                Some((
+                    row.id.clone(),
+                    r.state.as_str(),
+                    r.reason.clone().unwrap_or_default(),
+                    commands,
+                ))
+            })
+            .collect()
+    }
+
+    /// [`Self::waiting`] as the lines a person reads.
+    pub fn waiting_text(&self) -> String {
+        let mut out = String::new();
+        for (step, state, reason, commands) in self.waiting() {
+            let _ = writeln!(out, "  {step} {state}: {reason}");
+            for command in commands {
+                let _ = writeln!(out, "    {command}");
+            }
+        }
+        out
+    }
+
     /// The whole status as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let mut run = self.summary_json();
         run["params"] = serde_json::json!(self.run.params);
+        run["waiting"] = serde_json::json!(self
+            .waiting()
+            .into_iter()
+            .map(|(step, state, reason, commands)| serde_json::json!({
+                "step": step,
+                "state": state,
+                "reason": reason,
+                "commands": commands,
+            }))
+            .collect::<Vec<_>>());
         run["steps"] = serde_json::json!(self
             .rows
             .iter()
@@ -213,10 +265,13 @@ pub fn time(t: Option<DateTime<Utc>>) -> String {
 }
 
 /// Prints how a run ended: its steps, and what a person can do next.
-pub fn outcome(outcome: &RunOutcome) {
+pub fn outcome(outcome: &RunOutcome) -> Result<(), crate::output::OutputError> {
     let view = RunView::new(outcome.snapshot.clone(), None);
     let id = &view.run.id;
-    print!("{}", view.table());
+    crate::out!("{}", view.table())?;
+    for failure in &outcome.internal {
+        eprintln!("kpilot: internal error: {failure}");
+    }
     match outcome.state {
         RunState::Succeeded => eprintln!("kpilot: run {id} succeeded"),
         RunState::Failed => eprintln!("kpilot: run {id} failed; `kpilot logs {id} STEP` shows what a step printed, `kpilot resume {id}` runs the failed steps again"),
@@ -226,11 +281,8 @@ pub fn outcome(outcome: &RunOutcome) {
             } else {
                 eprintln!("kpilot: run {id} is blocked and waits on a person:");
             }
-            for row in &view.rows {
-                if matches!(row.record.state, StepState::Blocked | StepState::Interrupted) {
-                    eprintln!("  {} {}: {}", row.id, row.record.state.as_str(), row.record.reason.as_deref().unwrap_or(""));
-                }
-            }
+            eprint!("{}", view.waiting_text());
         }
     }
+    Ok(())
 }

@@ -46,12 +46,24 @@ pub struct TaskOutput {
     pub stderr: Vec<u8>,
     /// Structured output, visible to later steps as `steps.ID.output`.
     pub output: Option<serde_json::Value>,
+    /// The failure is kpilot's own (its task panicked), not the step's: the
+    /// step is not retried or repaired, and the drive ends with exit 4.
+    pub internal: bool,
 }
 
 /// How much of a step's output is kept with the run: the last 64 KiB.
 pub const OUTPUT_TAIL: usize = 64 * 1024;
 
 impl TaskOutput {
+    /// An attempt that kpilot itself failed to carry out.
+    pub fn internal(reason: impl Into<String>) -> Self {
+        TaskOutput {
+            failure: Some(reason.into()),
+            internal: true,
+            ..TaskOutput::default()
+        }
+    }
+
     /// An attempt that failed before producing anything.
     pub fn failed(reason: impl Into<String>) -> Self {
         TaskOutput {

@@ -83,8 +83,8 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<Exit> {
             .and_then(|_| std::fs::rename(&tmp, path))
             .map_err(|e| Usage(format!("cannot write {}: {e}", path.display())))?;
     }
-    println!("kpilot agent {name} listening on {addr}");
-    println!("certificate {fingerprint}");
+    crate::outln!("kpilot agent {name} listening on {addr}")?;
+    crate::outln!("certificate {fingerprint}")?;
     tracing::info!(%addr, %fingerprint, "agent {name} listening");
     server.serve(shutdown()).await;
     tracing::info!("agent {name} stopped");

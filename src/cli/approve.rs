@@ -18,24 +18,14 @@ pub struct ApproveArgs {
     reason: Option<String>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
-pub async fn approve(args: ApproveArgs) -> anyhow::Result<Exit> {
+pub async fn approve(args: ApproveArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let step = StepId::parse(&args.step).map_err(Usage)?;
     let decisions = Decisions {
         approve: Some((step, args.reason.clone())),
         by: user_name(),
         ..Decisions::default()
     };
-    super::resume::drive(
-        &args.run,
-        &args.state,
-        decisions,
-        "approve",
-        None,
-        &args.cluster,
-    )
-    .await
+    super::resume::drive(&args.run, state, decisions, "approve", None, &args.cluster).await
 }

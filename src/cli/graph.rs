@@ -28,8 +28,8 @@ pub struct GraphArgs {
 pub fn graph(args: GraphArgs) -> anyhow::Result<Exit> {
     let (_, plan) = load(&args.file, &kpilot_tasks::registry())?;
     match args.format {
-        GraphFormat::Dot => print!("{}", plan.dag.to_dot(&plan.name)),
-        GraphFormat::Mermaid => print!("{}", plan.dag.to_mermaid()),
+        GraphFormat::Dot => crate::out!("{}", plan.dag.to_dot(&plan.name))?,
+        GraphFormat::Mermaid => crate::out!("{}", plan.dag.to_mermaid())?,
     }
     Ok(Exit::Passed)
 }

@@ -26,6 +26,8 @@ use crate::Exit;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    state: StateArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,8 +57,8 @@ enum Command {
 /// Where runs are kept.
 #[derive(Debug, Args)]
 pub struct StateArgs {
-    /// The state directory [default: the user's data directory, kpilot/]
-    #[arg(long, env = "KPILOT_STATE_DIR", global = true)]
+    /// The state directory, for the verbs that keep or read runs [default: the user's data directory, kpilot/]
+    #[arg(long, env = "KPILOT_STATE_DIR", global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
 }
 
@@ -97,12 +99,12 @@ impl std::error::Error for Usage {}
 /// Runs the verb.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::Run(args) => run::run(args).await,
-        Command::Resume(args) => resume::resume(args).await,
-        Command::Approve(args) => approve::approve(args).await,
-        Command::Status(args) => status::status(args),
-        Command::Runs(args) => runs::runs(args),
-        Command::Logs(args) => logs::logs(args),
+        Command::Run(args) => run::run(args, &cli.state).await,
+        Command::Resume(args) => resume::resume(args, &cli.state).await,
+        Command::Approve(args) => approve::approve(args, &cli.state).await,
+        Command::Status(args) => status::status(args, &cli.state),
+        Command::Runs(args) => runs::runs(args, &cli.state),
+        Command::Logs(args) => logs::logs(args, &cli.state),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
         Command::Agent(args) => agent::agent(args).await,
@@ -124,15 +126,48 @@ pub fn classify(e: &anyhow::Error) -> Exit {
             });
     match store {
         Some(
-            StoreError::NoSuchRun { .. } | StoreError::RunExists { .. } | StoreError::Busy { .. },
+            StoreError::NoSuchRun { .. }
+            | StoreError::RunExists { .. }
+            | StoreError::Busy { .. }
+            | StoreError::StateDir { .. },
         ) => return Exit::BadInput,
         Some(_) => return Exit::Internal,
         None => {}
     }
-    if let Some(SchedulerError::Decision(_)) = e.downcast_ref::<SchedulerError>() {
+    if let Some(SchedulerError::Decision(_) | SchedulerError::UnknownStep { .. }) =
+        e.downcast_ref::<SchedulerError>()
+    {
         return Exit::BadInput;
     }
     Exit::Internal
+}
+
+/// What a person can run next after an error, in kpilot's own words (the
+/// libraries say what happened; only the CLI knows its verbs).
+pub fn hint(e: &anyhow::Error) -> Option<String> {
+    let store =
+        e.downcast_ref::<StoreError>()
+            .or_else(|| match e.downcast_ref::<SchedulerError>() {
+                Some(SchedulerError::Store(s)) => Some(s),
+                _ => None,
+            });
+    match store {
+        Some(StoreError::NoSuchRun { .. }) => {
+            return Some("`kpilot runs` lists the runs there".into())
+        }
+        Some(StoreError::RunExists { id, .. }) => {
+            return Some(format!(
+                "choose another --run-id, or `kpilot resume {id}` to go on with it"
+            ))
+        }
+        _ => {}
+    }
+    match e.downcast_ref::<SchedulerError>() {
+        Some(SchedulerError::UnknownStep { run, .. }) => {
+            Some(format!("`kpilot status {run}` lists its steps"))
+        }
+        _ => None,
+    }
 }
 
 /// Who is deciding, for the journal.
@@ -181,6 +216,18 @@ fn load(
     path: &std::path::Path,
     registry: &kpilot_engine::TaskRegistry,
 ) -> anyhow::Result<(kpilot_engine::WorkflowSource, kpilot_engine::Plan)> {
+    // A FIFO or a device would block or never end: only a regular file is
+    // a workflow.
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            return Err(Usage(format!(
+                "{}: not a regular file; give the path of a workflow YAML file",
+                path.display()
+            ))
+            .into())
+        }
+        _ => {}
+    }
     let source = kpilot_engine::WorkflowSource::read(path).map_err(|e| {
         Usage(format!(
             "{}: cannot read the workflow file: {e}",
@@ -227,10 +274,14 @@ fn executors(
     kpilot_tasks::executors(plan, &options).map_err(|e| Usage(e.to_string()).into())
 }
 
-/// The exit code for how a run ended.
-fn exit_for(state: kpilot_engine::state::RunState) -> Exit {
+/// The exit code for how a drive of a run ended: 4 when kpilot itself
+/// failed in it, else what the run's state means.
+fn exit_for(outcome: &kpilot_engine::scheduler::RunOutcome) -> Exit {
     use kpilot_engine::state::RunState;
-    match state {
+    if !outcome.internal.is_empty() {
+        return Exit::Internal;
+    }
+    match outcome.state {
         RunState::Succeeded => Exit::Passed,
         RunState::Failed => Exit::Failed,
         RunState::Blocked | RunState::Running => Exit::Blocked,

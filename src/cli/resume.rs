@@ -28,15 +28,13 @@ pub struct ResumeArgs {
     inventory: Option<std::path::PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
 fn step_id(s: &str) -> Result<StepId, Usage> {
     StepId::parse(s).map_err(Usage)
 }
 
-pub async fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
+pub async fn resume(args: ResumeArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     if !args.reason.is_empty() && args.reason.len() != args.skip.len() && args.reason.len() != 1 {
         return Err(Usage(format!(
             "{} --skip and {} --reason given; give one --reason per --skip, or one for all",
@@ -75,7 +73,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<Exit> {
     };
     drive(
         &args.run,
-        &args.state,
+        state,
         decisions,
         "resume",
         args.inventory.as_deref(),
@@ -110,6 +108,6 @@ pub async fn drive(
     )
     .await?;
     progress.finish();
-    render::outcome(&outcome);
-    Ok(exit_for(outcome.state))
+    render::outcome(&outcome)?;
+    Ok(exit_for(&outcome))
 }

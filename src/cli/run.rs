@@ -26,8 +26,6 @@ pub struct RunArgs {
     inventory: Option<PathBuf>,
     #[command(flatten)]
     cluster: ClusterArgs,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
 /// Splits `NAME=VALUE` arguments.
@@ -40,7 +38,7 @@ pub fn parse_params(args: &[String]) -> Result<Vec<(String, String)>, Usage> {
         .collect()
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
+pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let (source, plan) = load(&args.file, &args.cluster.registry())?;
     let overrides = parse_params(&args.params)?;
     let params = plan.bind_params(&source, &overrides)?;
@@ -48,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
         Some(id) => RunId::parse(id).map_err(Usage)?,
         None => RunId::generate(&plan.name),
     };
-    let state_dir = args.state.state_dir()?;
+    let state_dir = state.state_dir()?;
     let now = chrono::Utc::now();
     let record = RunRecord {
         id: id.clone(),
@@ -80,6 +78,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Exit> {
     let outcome =
         kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors, &progress).await?;
     progress.finish();
-    render::outcome(&outcome);
-    Ok(exit_for(outcome.state))
+    render::outcome(&outcome)?;
+    Ok(exit_for(&outcome))
 }

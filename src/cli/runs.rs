@@ -10,12 +10,10 @@ pub struct RunsArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
-pub fn runs(args: RunsArgs) -> anyhow::Result<Exit> {
-    let state_dir = args.state.state_dir()?;
+pub fn runs(args: RunsArgs, state: &StateArgs) -> anyhow::Result<Exit> {
+    let state_dir = state.state_dir()?;
     let mut views = Vec::new();
     for id in state_dir.list()? {
         match render::RunView::load(&state_dir, &id) {
@@ -26,22 +24,26 @@ pub fn runs(args: RunsArgs) -> anyhow::Result<Exit> {
     match args.output {
         Format::Json => {
             let list: Vec<_> = views.iter().map(|v| v.summary_json()).collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&list)?)?;
         }
         Format::Text => {
-            println!(
+            crate::outln!(
                 "{:<44} {:<24} {:<10} {:<20} {:<20}",
-                "RUN", "WORKFLOW", "STATE", "CREATED", "UPDATED"
-            );
+                "RUN",
+                "WORKFLOW",
+                "STATE",
+                "CREATED",
+                "UPDATED"
+            )?;
             for v in &views {
-                println!(
+                crate::outln!(
                     "{:<44} {:<24} {:<10} {:<20} {:<20}",
                     v.run.id.as_str(),
                     v.run.workflow,
                     v.state_label(),
                     render::time(Some(v.run.created_at)),
                     render::time(Some(v.run.updated_at)),
-                );
+                )?;
             }
         }
     }

@@ -13,17 +13,21 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
-    #[command(flatten)]
-    state: StateArgs,
 }
 
-pub fn status(args: StatusArgs) -> anyhow::Result<Exit> {
+pub fn status(args: StatusArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let id = RunId::parse(&args.run).map_err(Usage)?;
-    let state_dir = args.state.state_dir()?;
+    let state_dir = state.state_dir()?;
     let view = render::RunView::load(&state_dir, &id)?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&view.to_json())?),
-        Format::Text => print!("{}", view.table()),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&view.to_json())?)?,
+        Format::Text => {
+            crate::out!("{}", view.table())?;
+            let waiting = view.waiting_text();
+            if !waiting.is_empty() {
+                crate::out!("waits on a person:\n{waiting}")?;
+            }
+        }
     }
     Ok(Exit::Passed)
 }

@@ -114,13 +114,13 @@ async fn drops(args: DropsArgs) -> anyhow::Result<Exit> {
     }
     let report = live.finish().await.map_err(unavailable)?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => crate::outln!("{}", serde_json::to_string_pretty(&report)?)?,
         Format::Text => {
             if view == View::Table {
                 // Leave the last live frame for the final table.
-                print!("\x1b[H\x1b[2J");
+                crate::out!("\x1b[H\x1b[2J")?;
             }
-            print!("{}", report.to_table(stacks));
+            crate::out!("{}", report.to_table(stacks))?;
             if let Some(note) = lost_note(&report) {
                 eprintln!("kpilot: warning: {note}");
             }

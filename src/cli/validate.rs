@@ -20,12 +20,12 @@ pub struct ValidateArgs {
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     match (load(&args.file, &kpilot_tasks::registry()), args.output) {
         (Ok((_, plan)), Format::Text) => {
-            println!(
+            crate::outln!(
                 "{}: valid workflow `{}` with {} steps",
                 args.file.display(),
                 plan.name,
                 plan.steps.len()
-            );
+            )?;
             Ok(Exit::Passed)
         }
         (Ok((_, plan)), Format::Json) => {
@@ -41,7 +41,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
                     "name": p.name, "default": p.default, "description": p.description,
                 })).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&json)?)?;
             Ok(Exit::Passed)
         }
         (Err(e), Format::Json) => match e.downcast_ref::<Invalid>() {
@@ -55,7 +55,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
                         "text": p.to_string(),
                     })).collect::<Vec<_>>(),
                 });
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&json)?)?;
                 Ok(Exit::BadInput)
             }
             None => Err(e),

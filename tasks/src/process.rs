@@ -307,6 +307,7 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     };
     let output = json_output(&stdout);
     TaskOutput {
+        internal: false,
         failure,
         exit_code: status.code(),
         stdout,

@@ -2,6 +2,8 @@
 //! timeouts, gates, repair, approvals, params, crashes and bad input.
 
 mod crash;
+mod decisions;
 mod flow;
 mod invalid;
 mod resume;
+mod robust;

@@ -156,15 +156,14 @@ kptest!(a_second_driver_is_refused_at_once, |dir| {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    // Wait until the run exists and its step started.
-    for _ in 0..100 {
-        if dir.join("state/runs/r/snapshot.json").exists() || dir.join("state/runs/r/lock").exists()
-        {
+    // Wait until the run is being driven: its first snapshot is written as
+    // the drive starts.
+    for _ in 0..400 {
+        if dir.join("state/runs/r/snapshot.json").exists() {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     let second = dir.kp(&["resume", "r"]).expect(2);
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -266,7 +266,15 @@ impl Scheduler<'_> {
                 self.set_node(i, k, r, true);
             }
             Some(failure) => {
-                let retry = step.retry.filter(|p| fan.nodes[k].retries_used < p.limit);
+                if output.internal {
+                    self.internal.push(format!(
+                        "step `{}` on {}: {failure}",
+                        step.id, fan.nodes[k].instance
+                    ));
+                }
+                let retry = step
+                    .retry
+                    .filter(|p| fan.nodes[k].retries_used < p.limit && !output.internal);
                 if let (Some(policy), false) = (retry, fan.stopped) {
                     let delay = policy
                         .delays()
@@ -376,12 +384,9 @@ impl Scheduler<'_> {
         if !interrupted.is_empty() {
             r.state = StepState::Interrupted;
             r.reason = Some(format!(
-                "{} of {total} nodes interrupted ({}); check them, then `kpilot resume {} --retry {}` or `--skip {} --reason TEXT`",
+                "{} of {total} nodes interrupted ({}); check them, then retry or skip the step",
                 interrupted.len(),
                 interrupted.join(", "),
-                self.run.id,
-                self.plan.steps[i].id,
-                self.plan.steps[i].id
             ));
             self.set(i, r, true);
             return;
@@ -419,8 +424,6 @@ impl Scheduler<'_> {
         vouch: Option<&str>,
     ) -> bool {
         let idempotent = self.plan.steps[i].idempotent;
-        let run_id = self.run.id.clone();
-        let step_id = self.plan.steps[i].id.clone();
         let count = self.fans[i].as_ref().map_or(0, |f| f.nodes.len());
         let mut again = false;
         for k in 0..count {
@@ -455,7 +458,7 @@ impl Scheduler<'_> {
                 r.ended_at = None;
             } else {
                 r.reason = Some(format!(
-                    "kpilot stopped during attempt {} on {instance} and the step is not idempotent; check the node, then `kpilot resume {run_id} --retry {step_id}` or `--skip {step_id} --reason TEXT`",
+                    "kpilot stopped during attempt {} on {instance} and the step is not idempotent; check the node, then retry or skip the step",
                     r.attempts
                 ));
             }

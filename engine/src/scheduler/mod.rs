@@ -33,6 +33,14 @@ pub enum SchedulerError {
     /// A person's decision names a step that cannot take it.
     #[error("{0}")]
     Decision(String),
+    /// A person's decision names a step the run does not have.
+    #[error("step `{step}` is not in run `{run}`")]
+    UnknownStep {
+        /// The run.
+        run: crate::id::RunId,
+        /// The step named.
+        step: StepId,
+    },
 }
 
 /// A person's decisions passed to [`resume`].
@@ -71,6 +79,9 @@ pub struct RunOutcome {
     pub stopped_by: Option<&'static str>,
     /// The run and its steps as the drive left them.
     pub snapshot: Snapshot,
+    /// Failures that were kpilot's own, not a step's (a task panicked):
+    /// the drive ended in error even though the run was recorded.
+    pub internal: Vec<String>,
 }
 
 /// Starts a run that was just created.
@@ -160,7 +171,14 @@ struct Scheduler<'o> {
     fans: Vec<Option<fan_out::Fan>>,
     /// Steps whose nodes are being rolled over now.
     active_fans: Vec<usize>,
+    /// Failures that were kpilot's own during this drive (a task panicked).
+    internal: Vec<String>,
+    /// Something was committed since `snapshot.json` was last written.
+    snapshot_dirty: bool,
 }
+
+/// How stale `snapshot.json` may get while a run is driven.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 const INSTANCE: fn() -> InstanceId = InstanceId::global;
 
@@ -215,10 +233,16 @@ impl<'o> Scheduler<'o> {
             params,
             observer,
             executors,
-            last_snapshot: Instant::now(),
+            // The first commit writes the snapshot at once: readers see
+            // this drive from its start.
+            last_snapshot: Instant::now()
+                .checked_sub(SNAPSHOT_EVERY)
+                .unwrap_or_else(Instant::now),
             facts,
             fans,
             active_fans: Vec::new(),
+            internal: Vec::new(),
+            snapshot_dirty: false,
         };
         s.run.state = RunState::Running;
         s.run.updated_at = Utc::now();
@@ -246,12 +270,12 @@ impl<'o> Scheduler<'o> {
     }
 
     fn step_index(&self, id: &StepId) -> Result<usize, SchedulerError> {
-        self.plan.index_of(id.as_str()).ok_or_else(|| {
-            SchedulerError::Decision(format!(
-                "step `{id}` is not in run `{}`; `kpilot status {}` lists its steps",
-                self.run.id, self.run.id
-            ))
-        })
+        self.plan
+            .index_of(id.as_str())
+            .ok_or_else(|| SchedulerError::UnknownStep {
+                run: self.run.id.clone(),
+                step: id.clone(),
+            })
     }
 
     fn prepare_resume(&mut self, d: &Decisions) -> Result<(), SchedulerError> {
@@ -321,6 +345,9 @@ impl<'o> Scheduler<'o> {
 
         // Which steps start over, and so everything downstream of them too.
         let mut reset = vec![false; self.records.len()];
+        // Steps that start over by their own decision (not only as a
+        // descendant): an interrupted one among them leaves that state.
+        let mut own = vec![false; self.records.len()];
         let plan = Arc::clone(&self.plan);
         for i in 0..self.records.len() {
             let step = &plan.steps[i];
@@ -359,8 +386,8 @@ impl<'o> Scheduler<'o> {
                     r.state = StepState::Interrupted;
                     r.repairing = false;
                     r.reason = Some(format!(
-                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then `kpilot resume {} --retry {}` or `--skip {} --reason TEXT`",
-                        r.attempts, self.run.id, step.id, step.id
+                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then retry or skip it",
+                        r.attempts
                     ));
                     self.set(i, r, true);
                     false
@@ -377,6 +404,7 @@ impl<'o> Scheduler<'o> {
             }
             if again {
                 reset[i] = true;
+                own[i] = true;
             }
         }
         let roots: Vec<usize> = (0..reset.len()).filter(|&i| reset[i]).collect();
@@ -387,10 +415,14 @@ impl<'o> Scheduler<'o> {
         }
         for (i, again) in reset.into_iter().enumerate() {
             let state = self.records[i].state;
-            let keep = matches!(
-                state,
-                StepState::Succeeded | StepState::Interrupted | StepState::Pending
-            );
+            // A descendant held as interrupted stays so until a person
+            // decides about it; one retried (or a fanned-out step whose
+            // nodes decide) starts over.
+            let keep = match state {
+                StepState::Succeeded | StepState::Pending => true,
+                StepState::Interrupted => !own[i],
+                _ => false,
+            };
             if again && !keep {
                 let mut r = self.records[i].clone();
                 r.state = StepState::Pending;
@@ -432,7 +464,15 @@ impl<'o> Scheduler<'o> {
             if self.in_flight.is_empty() {
                 break;
             }
+            // A reader sees the run at most a second old, even while one
+            // long step runs and nothing else is committed.
+            let snapshot_due = self
+                .snapshot_dirty
+                .then(|| SNAPSHOT_EVERY.saturating_sub(self.last_snapshot.elapsed()));
             tokio::select! {
+                _ = tokio::time::sleep(snapshot_due.unwrap_or_default()), if snapshot_due.is_some() => {
+                    self.write_snapshot()?;
+                }
                 done = self.in_flight.join_next() => {
                     if let Some(done) = done {
                         self.handle_join(done);
@@ -563,10 +603,7 @@ impl<'o> Scheduler<'o> {
             Body::Gate => match gate_failure {
                 Some(why) => {
                     r.state = StepState::Blocked;
-                    r.reason = Some(format!(
-                        "gate closed: {why}; fix the cause, then `kpilot resume {}`",
-                        self.run.id
-                    ));
+                    r.reason = Some(format!("gate closed: {why}; fix the cause, then resume"));
                     self.set(i, r, true);
                 }
                 None => {
@@ -590,10 +627,7 @@ impl<'o> Scheduler<'o> {
                 }
                 None => {
                     r.state = StepState::Blocked;
-                    r.reason = Some(format!(
-                        "awaiting approval: {message} (`kpilot approve {} {}`)",
-                        self.run.id, step.id
-                    ));
+                    r.reason = Some(format!("awaiting approval: {message}"));
                     self.set(i, r, true);
                 }
             },
@@ -725,6 +759,25 @@ impl<'o> Scheduler<'o> {
                 })
             }
         };
+        let kind = step.body.kind();
+        // A panicking task must not leave its step `running` for ever: the
+        // panic becomes the attempt's failure, marked as kpilot's own.
+        let run = async move {
+            match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+                Ok(output) => output,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    tracing::error!(panic = %what, "a step's task panicked");
+                    TaskOutput::internal(format!(
+                        "kpilot itself failed: its `{kind}` task panicked ({what}); the step's effect is unknown"
+                    ))
+                }
+            }
+        };
         async move {
             tracing::debug!("attempt started");
             let output = match timeout {
@@ -773,6 +826,7 @@ impl<'o> Scheduler<'o> {
         });
         let mut r = self.records[i].clone();
         r.exit_code = output.exit_code;
+        let internal = output.internal;
         let Some(failure) = output.failure else {
             r.state = StepState::Succeeded;
             r.reason = self.repaired[i].then(|| {
@@ -787,6 +841,14 @@ impl<'o> Scheduler<'o> {
             r.ended_at = Some(Utc::now());
             return self.finalize(i, r);
         };
+        if internal {
+            self.internal.push(format!("step `{}`: {failure}", step.id));
+            r.state = StepState::Failed;
+            r.repairing = false;
+            r.reason = Some(failure);
+            r.ended_at = Some(Utc::now());
+            return self.finalize(i, r);
+        }
         let retry = step.retry.filter(|p| self.retries_used[i] < p.limit);
         if let (Some(policy), false) = (retry, self.repaired[i]) {
             let delay = policy
@@ -908,8 +970,8 @@ impl<'o> Scheduler<'o> {
             } else {
                 r.state = StepState::Interrupted;
                 r.reason = Some(format!(
-                    "kpilot received {signal} during attempt {} and the step is not idempotent; check its effect, then `kpilot resume {} --retry {}` or `--skip {} --reason TEXT`",
-                    r.attempts, self.run.id, step.id, step.id
+                    "kpilot received {signal} during attempt {} and the step is not idempotent; check its effect, then retry or skip it",
+                    r.attempts
                 ));
             }
             self.set(i, r, true);
@@ -917,6 +979,9 @@ impl<'o> Scheduler<'o> {
     }
 
     fn finish(&mut self, stopped_by: Option<&'static str>) -> Result<RunOutcome, SchedulerError> {
+        if stopped_by.is_none() {
+            self.lost_attempts();
+        }
         let any = |s: StepState| self.records.iter().any(|r| r.state == s);
         let waiting = self
             .records
@@ -945,7 +1010,31 @@ impl<'o> Scheduler<'o> {
             state,
             stopped_by,
             snapshot,
+            internal: std::mem::take(&mut self.internal),
         })
+    }
+
+    /// Nothing is in flight, yet a step is still `running`: its attempt was
+    /// lost inside kpilot (its task was cancelled or panicked where it could
+    /// not be caught). The run must not end `succeeded` over it.
+    fn lost_attempts(&mut self) {
+        for i in 0..self.records.len() {
+            if self.records[i].state != StepState::Running {
+                continue;
+            }
+            let reason = format!(
+                "kpilot itself failed: attempt {} ended without a result",
+                self.records[i].attempts
+            );
+            self.internal
+                .push(format!("step `{}`: {reason}", self.plan.steps[i].id));
+            let mut r = self.records[i].clone();
+            r.state = StepState::Failed;
+            r.repairing = false;
+            r.reason = Some(reason);
+            r.ended_at = Some(Utc::now());
+            self.set(i, r, true);
+        }
     }
 
     fn commit(&mut self) -> Result<(), SchedulerError> {
@@ -958,10 +1047,18 @@ impl<'o> Scheduler<'o> {
         for event in &events {
             self.observer.event(&self.plan, event);
         }
-        if self.last_snapshot.elapsed() > Duration::from_secs(1) {
-            self.store.write_snapshot()?;
-            self.last_snapshot = Instant::now();
+        if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.write_snapshot()?;
+        } else {
+            self.snapshot_dirty = true;
         }
+        Ok(())
+    }
+
+    fn write_snapshot(&mut self) -> Result<(), SchedulerError> {
+        self.store.write_snapshot()?;
+        self.last_snapshot = Instant::now();
+        self.snapshot_dirty = false;
         Ok(())
     }
 }

@@ -191,3 +191,65 @@ async fn stops_past_max_failures_and_resume_runs_only_what_did_not_finish() {
     runs.sort();
     assert_eq!(runs, nodes(10));
 }
+
+/// r8: a task whose code panics (a bug in kpilot, not the step's failure).
+#[derive(Debug)]
+struct Panics;
+
+#[async_trait]
+impl Task for Panics {
+    async fn run(&self, _ctx: &TaskContext) -> TaskOutput {
+        panic!("index out of bounds in a task");
+    }
+}
+
+struct PanicsKind;
+
+impl TaskKind for PanicsKind {
+    fn name(&self) -> &'static str {
+        "panics"
+    }
+    fn idempotent_by_default(&self) -> bool {
+        true
+    }
+    fn parse(&self, _: &serde_yaml::Value, _: &ParseContext<'_>) -> Result<Arc<dyn Task>, String> {
+        Ok(Arc::new(Panics))
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn r8_a_panicking_task_fails_its_step_and_the_drive_is_kpilots_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r").expect("id");
+    let mut registry = TaskRegistry::new();
+    registry.register(Box::new(NoopKind));
+    registry.register(Box::new(PanicsKind));
+    // Retries and a repair must not hide the bug either.
+    let source = WorkflowSource {
+        path: "panic.yaml".into(),
+        text: "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: panic}\nspec:\n  steps:\n    - {id: boom, phase: pre-check, retry: {limit: 3, backoff: {initial: 1ms}}, repair: fix, panics: {}}\n    - {id: fix, phase: repair, noop: {}}\n    - {id: after, phase: upgrade, needs: [boom], noop: {}}\n".into(),
+    };
+    let plan = Arc::new(crate::validate::validate(&source, &registry).expect("valid"));
+    let store = RunStore::create(&state, &record(&id)).expect("create");
+    let outcome = start(plan, store, Executors::default(), &Silent)
+        .await
+        .expect("drive");
+    assert_eq!(outcome.state, RunState::Failed);
+    assert_eq!(outcome.internal.len(), 1, "{:?}", outcome.internal);
+    let steps = outcome.snapshot.steps;
+    let boom = &steps
+        .iter()
+        .find(|(s, _, _)| s.as_str() == "boom")
+        .expect("boom")
+        .2;
+    assert_eq!(boom.state, StepState::Failed);
+    assert_eq!(boom.attempts, 1, "not retried");
+    let reason = boom.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("panicked") && reason.contains("index out of bounds"),
+        "{reason}"
+    );
+    let fix = steps.iter().find(|(s, _, _)| s.as_str() == "fix");
+    assert!(fix.is_none_or(|(_, _, r)| r.attempts == 0), "not repaired");
+}

@@ -27,7 +27,7 @@ pub use outputs::StoredOutput;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No run has this id in the state directory.
-    #[error("no run `{id}` in {dir}; `kpilot runs` lists the runs there")]
+    #[error("no run `{id}` in {dir}")]
     NoSuchRun {
         /// The id asked for.
         id: RunId,
@@ -35,9 +35,7 @@ pub enum StoreError {
         dir: PathBuf,
     },
     /// A run with this id exists already.
-    #[error(
-        "a run `{id}` already exists in {dir}; choose another --run-id, or `kpilot resume {id}`"
-    )]
+    #[error("a run `{id}` already exists in {dir}")]
     RunExists {
         /// The id asked for.
         id: RunId,
@@ -52,8 +50,29 @@ pub enum StoreError {
         /// The process holding it, when it wrote its pid.
         pid: Option<u32>,
     },
+    /// The state directory cannot hold runs (a file, not writable, …): the
+    /// user's `--state-dir` is wrong.
+    #[error("state directory {dir} cannot be used (check --state-dir or KPILOT_STATE_DIR)")]
+    StateDir {
+        /// The state directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A run's files are damaged: its database does not open or a record
+    /// does not decode.
+    #[error("run `{id}`: its files in {dir} are damaged ({cause}); it cannot be read or resumed")]
+    Damaged {
+        /// The run.
+        id: RunId,
+        /// Its directory.
+        dir: PathBuf,
+        /// What was found, in one line.
+        cause: String,
+    },
     /// File system trouble around the database.
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}")]
     Io {
         /// The path involved.
         path: PathBuf,
@@ -62,10 +81,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// sled failed.
-    #[error("run database: {0}")]
+    #[error("run database")]
     Sled(#[from] sled::Error),
     /// A stored record does not decode: the store was written by another version or damaged.
-    #[error("stored record {key} does not decode: {source}")]
+    #[error("stored record {key} does not decode")]
     Decode {
         /// Which record.
         key: String,
@@ -77,6 +96,18 @@ pub enum StoreError {
 
 /// The file whose presence says a run was created whole.
 const CREATED: &str = "created";
+
+/// How long a driver waits for a reader that holds a run for a moment.
+const READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Who takes a run's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// `run`, `resume`, `approve`: writes, for as long as the drive lasts.
+    Driver,
+    /// `status`, `runs`, `logs`: reads, for a moment.
+    Reader,
+}
 
 /// Shorthand for store results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -115,7 +146,12 @@ impl StateDir {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir)(e)),
+            Err(source) => {
+                return Err(StoreError::StateDir {
+                    dir: self.root.clone(),
+                    source,
+                })
+            }
         };
         let mut ids = Vec::new();
         for entry in entries {
@@ -197,7 +233,71 @@ pub struct RunStore {
     outputs: sled::Tree,
     facts: sled::Tree,
     next_seq: u64,
+    durable: Durable,
     _lock: File,
+}
+
+/// Makes what sled flushed survive a power cut. sled 0.34 ends a flush with
+/// `sync_file_range`, which neither empties the drive's write cache nor
+/// writes the file's metadata (sled issue #1452), so every commit that
+/// precedes a side effect is followed by an `fdatasync` of sled's log file
+/// and of any blob file (large values) it wrote since the last commit.
+struct Durable {
+    log: File,
+    blobs: PathBuf,
+    synced_blobs: std::collections::HashSet<std::ffi::OsString>,
+}
+
+impl Durable {
+    fn open(db: &Path) -> Result<Self> {
+        let log_path = db.join("db");
+        let log = File::open(&log_path).map_err(io_err(&log_path))?;
+        // The files sled just created must be found after a power cut too.
+        File::open(db)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(db))?;
+        let mut durable = Durable {
+            log,
+            blobs: db.join("blobs"),
+            synced_blobs: Default::default(),
+        };
+        durable.sync()?;
+        Ok(durable)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.log
+            .sync_data()
+            .map_err(io_err(&self.blobs.with_file_name("db")))?;
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&self.blobs)(e)),
+        };
+        let mut new = false;
+        for entry in entries {
+            let entry = entry.map_err(io_err(&self.blobs))?;
+            let name = entry.file_name();
+            if self.synced_blobs.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            match File::open(&path) {
+                Ok(f) => f.sync_data().map_err(io_err(&path))?,
+                // sled removes blobs it no longer needs.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+            self.synced_blobs.insert(name);
+            new = true;
+        }
+        if new {
+            File::open(&self.blobs)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.blobs))?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for RunStore {
@@ -213,8 +313,11 @@ impl RunStore {
     /// Creates a run; fails if one with the same id exists.
     pub fn create(state: &StateDir, record: &RunRecord) -> Result<Self> {
         let dir = state.run_dir(&record.id);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let lock = Self::lock(&record.id, &dir)?;
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::StateDir {
+            dir: state.root.clone(),
+            source,
+        })?;
+        let lock = Self::lock(&record.id, &dir, Holder::Driver)?;
         let exists = || StoreError::RunExists {
             id: record.id.clone(),
             dir: state.root.clone(),
@@ -246,8 +349,20 @@ impl RunStore {
         Ok(store)
     }
 
-    /// Opens an existing run and takes it; fails at once if another process holds it.
+    /// Opens an existing run to drive it; fails if another driver holds it.
+    /// A reader's brief hold (`status`, `logs`) is waited out.
     pub fn open(state: &StateDir, id: &RunId) -> Result<Self> {
+        Self::open_as(state, id, Holder::Driver)
+    }
+
+    /// Opens an existing run to read it, for a moment: fails at once with
+    /// [`StoreError::Busy`] while a driver holds it (its `snapshot.json` is
+    /// then what to read), and never makes a driver fail.
+    pub fn open_to_read(state: &StateDir, id: &RunId) -> Result<Self> {
+        Self::open_as(state, id, Holder::Reader)
+    }
+
+    fn open_as(state: &StateDir, id: &RunId, holder: Holder) -> Result<Self> {
         let dir = state.run_dir(id);
         if !dir.join(CREATED).exists() {
             return Err(StoreError::NoSuchRun {
@@ -255,12 +370,34 @@ impl RunStore {
                 dir: state.root.clone(),
             });
         }
-        let lock = Self::lock(id, &dir)?;
-        Self::open_locked(id.clone(), dir, lock)
+        let lock = Self::lock(id, &dir, holder)?;
+        let store = Self::open_locked(id.clone(), dir.clone(), lock).map_err(|e| match e {
+            StoreError::Sled(e) => StoreError::Damaged {
+                id: id.clone(),
+                dir: dir.clone(),
+                cause: e.to_string(),
+            },
+            StoreError::Decode { key, source } => StoreError::Damaged {
+                id: id.clone(),
+                dir: dir.clone(),
+                cause: format!("record {key}: {source}"),
+            },
+            other => other,
+        })?;
+        // The run record must decode, or nothing about the run can be said.
+        store.run().map_err(|e| StoreError::Damaged {
+            id: id.clone(),
+            dir,
+            cause: error_line(&e),
+        })?;
+        Ok(store)
     }
 
-    /// Takes the run's lock file, or says which process holds it.
-    fn lock(id: &RunId, dir: &Path) -> Result<File> {
+    /// Takes the run's lock file, or says which process holds it. The file
+    /// holds the pid of the last driver; a reader leaves it as it is, so a
+    /// driver that finds the lock taken while that pid is gone knows a reader
+    /// has it and waits for it.
+    fn lock(id: &RunId, dir: &Path, holder: Holder) -> Result<File> {
         let lock_path = dir.join("lock");
         let mut lock = OpenOptions::new()
             .read(true)
@@ -269,17 +406,30 @@ impl RunStore {
             .truncate(false)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = lock.read_to_string(&mut text);
-                return Err(StoreError::Busy {
-                    id: id.clone(),
-                    pid: text.trim().parse().ok(),
-                });
+        let waited = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = lock.rewind();
+                    let _ = lock.read_to_string(&mut text);
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    let driver_alive =
+                        pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                    if holder == Holder::Reader || driver_alive || waited.elapsed() > READER_WAIT {
+                        return Err(StoreError::Busy {
+                            id: id.clone(),
+                            pid: pid.filter(|_| driver_alive),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        if holder == Holder::Reader {
+            return Ok(lock);
         }
         lock.set_len(0).map_err(io_err(&lock_path))?;
         lock.rewind().map_err(io_err(&lock_path))?;
@@ -299,6 +449,7 @@ impl RunStore {
         let outputs = db.open_tree("outputs")?;
         let facts = db.open_tree("facts")?;
         let next_seq = journal::next_seq(&journal, &id)?;
+        let durable = Durable::open(&dir.join("db"))?;
         Ok(RunStore {
             id,
             dir,
@@ -309,6 +460,7 @@ impl RunStore {
             outputs,
             facts,
             next_seq,
+            durable,
             _lock: lock,
         })
     }
@@ -393,7 +545,7 @@ impl RunStore {
         }
         self.next_seq = first_seq + events.len() as u64;
         self.db.flush()?;
-        Ok(())
+        self.durable.sync()
     }
 
     /// The run and its steps as they are now.
@@ -418,6 +570,18 @@ impl RunStore {
         std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
         Ok(snapshot)
     }
+}
+
+/// An error and its causes on one line.
+fn error_line(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {

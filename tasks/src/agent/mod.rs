@@ -110,6 +110,7 @@ impl From<TaskOutput> for WireOutput {
 impl From<WireOutput> for TaskOutput {
     fn from(o: WireOutput) -> Self {
         TaskOutput {
+            internal: false,
             failure: o.failure,
             exit_code: o.exit_code,
             stdout: o.stdout.into_bytes(),

@@ -331,6 +331,7 @@ pub fn judge(report: &DropReport, expect: Option<&Expr>, stacks: bool) -> TaskOu
         output["omitted_groups"] = serde_json::json!(report.drops.len() - OUTPUT_GROUPS);
     }
     TaskOutput {
+        internal: false,
         failure,
         exit_code: None,
         stdout: head(report.to_table(stacks), OUTPUT_TAIL),
