@@ -3,6 +3,7 @@
 
 mod crash;
 mod decisions;
+mod durable;
 mod flow;
 mod invalid;
 mod resume;
