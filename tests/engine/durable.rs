@@ -18,41 +18,51 @@ fn strace() -> &'static str {
     "strace"
 }
 
-kptest!(r8_every_step_starts_after_the_commit_that_recorded_it_is_fdatasynced, |dir| {
-    const STEPS: usize = 6;
-    let mut wf = String::from(
-        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: durable}\nspec:\n  steps:\n",
-    );
-    for i in 0..STEPS {
-        let needs = if i == 0 {
-            String::new()
-        } else {
-            format!(", needs: [s{}]", i - 1)
-        };
-        // The marker argument makes each step's execve recognisable.
-        wf.push_str(&format!(
+kptest!(
+    r8_every_step_starts_after_the_commit_that_recorded_it_is_fdatasynced,
+    |dir| {
+        const STEPS: usize = 6;
+        let mut wf = String::from(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: durable}\nspec:\n  steps:\n",
+        );
+        for i in 0..STEPS {
+            let needs = if i == 0 {
+                String::new()
+            } else {
+                format!(", needs: [s{}]", i - 1)
+            };
+            // The marker argument makes each step's execve recognisable.
+            wf.push_str(&format!(
             "    - {{id: s{i}, phase: upgrade{needs}, command: [sh, -c, \"exit 0\", kpilot-step-{i}]}}\n"
         ));
+        }
+        dir.write("wf.yaml", &wf);
+        let out = std::process::Command::new(strace())
+            .args([
+                "-f",
+                "-y",
+                "-qq",
+                "-e",
+                "trace=execve,fdatasync,fsync",
+                "-o",
+            ])
+            .arg(dir.join("trace.txt"))
+            .arg(env!("CARGO_BIN_EXE_kpilot"))
+            .args(["run", "wf.yaml", "--run-id", "r"])
+            .current_dir(dir.path())
+            .env("KPILOT_STATE_DIR", dir.join("state"))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("strace runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_order(&dir, STEPS);
     }
-    dir.write("wf.yaml", &wf);
-    let out = std::process::Command::new(strace())
-        .args(["-f", "-y", "-qq", "-e", "trace=execve,fdatasync,fsync", "-o"])
-        .arg(dir.join("trace.txt"))
-        .arg(env!("CARGO_BIN_EXE_kpilot"))
-        .args(["run", "wf.yaml", "--run-id", "r"])
-        .current_dir(dir.path())
-        .env("KPILOT_STATE_DIR", dir.join("state"))
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("strace runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_order(&dir, STEPS);
-});
+);
 
 /// In the trace, between the start of step k-1's process and step k's,
 /// there is a completed fdatasync (or fsync) of the run's sled log.
