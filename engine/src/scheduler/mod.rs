@@ -4,9 +4,16 @@
 //! decided, commits those decisions and the attempts it is about to start in
 //! one durable transaction, and only then starts them. When kpilot dies at any
 //! moment, the store holds every attempt that began and every one that ended,
-//! so [`resume`] knows which steps may have left a side effect half done.
+//! so [`resume()`] knows which steps may have left a side effect half done.
+//!
+//! This file holds the drive loop (decide, start, commit, wait); `resume.rs`
+//! the resume policy and a person's decisions; `repair.rs` what an attempt's
+//! end leads to (retry, repair and recheck); `fan_out.rs` steps rolled over
+//! nodes.
 
 mod fan_out;
+mod repair;
+mod resume;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -19,8 +26,8 @@ use tracing::Instrument as _;
 use crate::executor::Executors;
 use crate::id::{InstanceId, StepId};
 use crate::plan::{Body, Plan};
-use crate::state::{Approval, EventKind, RunRecord, RunState, SkipCause, StepRecord, StepState};
-use crate::store::{Change, RunStore, Snapshot, StoreError, StoredOutput};
+use crate::state::{EventKind, RunRecord, RunState, SkipCause, StepRecord, StepState};
+use crate::store::{Change, RunStore, Snapshot, StoreError};
 use crate::task::{TaskContext, TaskOutput};
 use crate::workflow::{NeedOn, Phase};
 
@@ -267,173 +274,6 @@ impl<'o> Scheduler<'o> {
             .steps
             .push((self.plan.steps[i].id.clone(), INSTANCE(), record.clone()));
         self.records[i] = record;
-    }
-
-    fn step_index(&self, id: &StepId) -> Result<usize, SchedulerError> {
-        self.plan
-            .index_of(id.as_str())
-            .ok_or_else(|| SchedulerError::UnknownStep {
-                run: self.run.id.clone(),
-                step: id.clone(),
-            })
-    }
-
-    fn prepare_resume(&mut self, d: &Decisions) -> Result<(), SchedulerError> {
-        let mut retry = vec![false; self.records.len()];
-        let mut skip: Vec<Option<String>> = vec![None; self.records.len()];
-        for id in &d.retry {
-            let i = self.step_index(id)?;
-            let state = self.records[i].state;
-            let found_running = state == StepState::Running && !self.plan.steps[i].idempotent;
-            if !matches!(state, StepState::Interrupted | StepState::Failed) && !found_running {
-                return Err(SchedulerError::Decision(format!(
-                    "step `{id}` is {}; --retry takes an interrupted or failed step",
-                    state.as_str()
-                )));
-            }
-            retry[i] = true;
-        }
-        for (id, reason) in &d.skip {
-            let i = self.step_index(id)?;
-            let state = self.records[i].state;
-            let found_running = state == StepState::Running;
-            if !matches!(
-                state,
-                StepState::Interrupted | StepState::Failed | StepState::Blocked
-            ) && !found_running
-            {
-                return Err(SchedulerError::Decision(format!(
-                    "step `{id}` is {}; --skip takes an interrupted, failed or blocked step",
-                    state.as_str()
-                )));
-            }
-            if retry[i] {
-                return Err(SchedulerError::Decision(format!(
-                    "step `{id}` is given both --retry and --skip; choose one"
-                )));
-            }
-            skip[i] = Some(reason.clone());
-        }
-        if let Some((id, reason)) = &d.approve {
-            let i = self.step_index(id)?;
-            if !matches!(self.plan.steps[i].body, Body::Approval { .. }) {
-                return Err(SchedulerError::Decision(format!(
-                    "step `{id}` is a {} step, not an approval",
-                    self.plan.steps[i].body.kind()
-                )));
-            }
-            if self.records[i].state == StepState::Succeeded {
-                return Err(SchedulerError::Decision(format!(
-                    "step `{id}` was approved already"
-                )));
-            }
-            self.run.approvals.insert(
-                id.clone(),
-                Approval {
-                    at: Utc::now(),
-                    reason: reason.clone(),
-                    by: d.by.clone(),
-                },
-            );
-            self.change.run = Some(self.run.clone());
-            self.change.events.push(EventKind::Approved {
-                step: id.clone(),
-                reason: reason.clone(),
-                by: d.by.clone(),
-            });
-        }
-
-        // Which steps start over, and so everything downstream of them too.
-        let mut reset = vec![false; self.records.len()];
-        // Steps that start over by their own decision (not only as a
-        // descendant): an interrupted one among them leaves that state.
-        let mut own = vec![false; self.records.len()];
-        let plan = Arc::clone(&self.plan);
-        for i in 0..self.records.len() {
-            let step = &plan.steps[i];
-            let record = self.records[i].clone();
-            if let Some(reason) = skip[i].take() {
-                self.change.events.push(EventKind::Vouched {
-                    step: step.id.clone(),
-                    reason: reason.clone(),
-                });
-                let mut r = record;
-                r.state = StepState::Succeeded;
-                r.reason = Some(format!("vouched by {}: {reason}", d.by));
-                r.ended_at = Some(Utc::now());
-                r.repairing = false;
-                self.set(i, r, true);
-                self.prepare_resume_nodes(i, false, Some(&reason));
-                reset[i] = true;
-                continue;
-            }
-            let fans_out = step.executor != "global";
-            let again = match record.state {
-                // A fanned-out step's nodes say what runs again; the step
-                // itself is decided anew and rolls over what is left.
-                StepState::Running
-                | StepState::Interrupted
-                | StepState::Failed
-                | StepState::Blocked
-                    if fans_out =>
-                {
-                    self.prepare_resume_nodes(i, retry[i], None);
-                    true
-                }
-                StepState::Running if step.idempotent || retry[i] => true,
-                StepState::Running => {
-                    let mut r = record;
-                    r.state = StepState::Interrupted;
-                    r.repairing = false;
-                    r.reason = Some(format!(
-                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then retry or skip it",
-                        r.attempts
-                    ));
-                    self.set(i, r, true);
-                    false
-                }
-                StepState::Interrupted => retry[i],
-                StepState::Failed | StepState::Blocked => true,
-                StepState::Skipped => matches!(record.skip, Some(SkipCause::Need { .. })),
-                StepState::Pending | StepState::Succeeded => false,
-            };
-            if retry[i] {
-                self.change.events.push(EventKind::Retried {
-                    step: step.id.clone(),
-                });
-            }
-            if again {
-                reset[i] = true;
-                own[i] = true;
-            }
-        }
-        let roots: Vec<usize> = (0..reset.len()).filter(|&i| reset[i]).collect();
-        for root in roots {
-            for j in self.plan.dag.descendants(root) {
-                reset[j] = true;
-            }
-        }
-        for (i, again) in reset.into_iter().enumerate() {
-            let state = self.records[i].state;
-            // A descendant held as interrupted stays so until a person
-            // decides about it; one retried (or a fanned-out step whose
-            // nodes decide) starts over.
-            let keep = match state {
-                StepState::Succeeded | StepState::Pending => true,
-                StepState::Interrupted => !own[i],
-                _ => false,
-            };
-            if again && !keep {
-                let mut r = self.records[i].clone();
-                r.state = StepState::Pending;
-                r.reason = None;
-                r.skip = None;
-                r.ended_at = None;
-                r.repairing = false;
-                self.set(i, r, true);
-            }
-        }
-        Ok(())
     }
 
     async fn drive(&mut self) -> Result<RunOutcome, SchedulerError> {
@@ -794,161 +634,6 @@ impl<'o> Scheduler<'o> {
             output
         }
         .instrument(span)
-    }
-
-    fn keep_output(&mut self, i: usize, attempt: u32, output: &TaskOutput) {
-        if output.stdout.is_empty() && output.stderr.is_empty() && output.exit_code.is_none() {
-            return;
-        }
-        self.change.outputs.push((
-            self.plan.steps[i].id.clone(),
-            INSTANCE(),
-            attempt,
-            StoredOutput {
-                stdout: output.stdout.clone(),
-                stderr: output.stderr.clone(),
-                exit_code: output.exit_code,
-            },
-        ));
-    }
-
-    fn attempt_ended(&mut self, i: usize, attempt: u32, output: TaskOutput) {
-        self.keep_output(i, attempt, &output);
-        let plan = Arc::clone(&self.plan);
-        let step = &plan.steps[i];
-        self.change.events.push(EventKind::AttemptEnded {
-            step: step.id.clone(),
-            instance: INSTANCE(),
-            attempt,
-            succeeded: output.failure.is_none(),
-            exit_code: output.exit_code,
-            reason: output.failure.clone(),
-        });
-        let mut r = self.records[i].clone();
-        r.exit_code = output.exit_code;
-        let internal = output.internal;
-        let Some(failure) = output.failure else {
-            r.state = StepState::Succeeded;
-            r.reason = self.repaired[i].then(|| {
-                format!(
-                    "passed after repair by `{}`",
-                    step.repair
-                        .map(|j| self.plan.steps[j].id.to_string())
-                        .unwrap_or_default()
-                )
-            });
-            r.output = output.output;
-            r.ended_at = Some(Utc::now());
-            return self.finalize(i, r);
-        };
-        if internal {
-            self.internal.push(format!("step `{}`: {failure}", step.id));
-            r.state = StepState::Failed;
-            r.repairing = false;
-            r.reason = Some(failure);
-            r.ended_at = Some(Utc::now());
-            return self.finalize(i, r);
-        }
-        let retry = step.retry.filter(|p| self.retries_used[i] < p.limit);
-        if let (Some(policy), false) = (retry, self.repaired[i]) {
-            let delay = policy
-                .delays()
-                .nth(self.retries_used[i] as usize)
-                .unwrap_or(policy.max);
-            self.retries_used[i] += 1;
-            r.reason = Some(format!(
-                "attempt {attempt} failed ({failure}); retrying in {}",
-                humantime::format_duration(delay)
-            ));
-            self.set(i, r, false);
-            self.in_flight.spawn(async move {
-                tokio::time::sleep(delay).await;
-                Done::RetryDue { step: i }
-            });
-            return;
-        }
-        if let (Some(repair), false) = (step.repair, self.repaired[i]) {
-            self.repaired[i] = true;
-            r.repairing = true;
-            r.reason = Some(format!(
-                "failed ({failure}); repairing with `{}`",
-                self.plan.steps[repair].id
-            ));
-            self.set(i, r, true);
-            let mut rr = self.records[repair].clone();
-            rr.attempts += 1;
-            rr.state = StepState::Running;
-            rr.started_at.get_or_insert_with(Utc::now);
-            rr.ended_at = None;
-            rr.reason = Some(format!("repairing `{}`", self.plan.steps[i].id));
-            let repair_attempt = rr.attempts;
-            self.change.events.push(EventKind::AttemptStarted {
-                step: self.plan.steps[repair].id.clone(),
-                instance: INSTANCE(),
-                attempt: repair_attempt,
-            });
-            self.set(repair, rr, false);
-            self.spawn(i, Some(repair), repair_attempt);
-            return;
-        }
-        r.state = StepState::Failed;
-        r.repairing = false;
-        // A failed attempt's structured output (a check's failed items) is
-        // kept too, for reports and for `steps.ID.output` in later steps.
-        r.output = output.output;
-        r.reason = Some(if self.repaired[i] {
-            format!("still failing after repair: {failure}")
-        } else {
-            failure
-        });
-        r.ended_at = Some(Utc::now());
-        self.finalize(i, r);
-    }
-
-    fn repair_ended(&mut self, i: usize, repair: usize, attempt: u32, output: TaskOutput) {
-        self.keep_output(repair, attempt, &output);
-        let repair_id = self.plan.steps[repair].id.clone();
-        self.change.events.push(EventKind::AttemptEnded {
-            step: repair_id.clone(),
-            instance: INSTANCE(),
-            attempt,
-            succeeded: output.failure.is_none(),
-            exit_code: output.exit_code,
-            reason: output.failure.clone(),
-        });
-        let mut rr = self.records[repair].clone();
-        rr.exit_code = output.exit_code;
-        rr.ended_at = Some(Utc::now());
-        let mut r = self.records[i].clone();
-        r.repairing = false;
-        match output.failure {
-            None => {
-                rr.state = StepState::Succeeded;
-                rr.reason = Some(format!("repaired `{}`", self.plan.steps[i].id));
-                self.set(repair, rr, true);
-                // The recheck: one more attempt of the repaired step.
-                r.attempts += 1;
-                r.state = StepState::Running;
-                r.reason = Some(format!("rechecking after repair by `{repair_id}`"));
-                let attempt = r.attempts;
-                self.change.events.push(EventKind::AttemptStarted {
-                    step: self.plan.steps[i].id.clone(),
-                    instance: INSTANCE(),
-                    attempt,
-                });
-                self.set(i, r, false);
-                self.spawn(i, None, attempt);
-            }
-            Some(failure) => {
-                rr.state = StepState::Failed;
-                rr.reason = Some(failure.clone());
-                self.set(repair, rr, true);
-                r.state = StepState::Failed;
-                r.reason = Some(format!("its repair `{repair_id}` failed: {failure}"));
-                r.ended_at = Some(Utc::now());
-                self.finalize(i, r);
-            }
-        }
     }
 
     /// A signal arrived: stop every attempt (dropping a task kills its
