@@ -94,6 +94,8 @@ impl RunView {
     /// The run's state, marking a run another process drives.
     pub fn state_label(&self) -> String {
         match self.driven_by {
+            // A drive that just ended (its process is exiting) left a final state.
+            Some(_) if self.run.state != RunState::Running => self.run.state.as_str().into(),
             Some(_) => "running".into(),
             None if self.run.state == RunState::Running => "stopped".into(),
             None => self.run.state.as_str().into(),

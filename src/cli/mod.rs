@@ -211,23 +211,34 @@ impl ClusterArgs {
     }
 }
 
+/// The largest workflow or inventory file kpilot reads.
+const MAX_INPUT_FILE: u64 = 16 * 1024 * 1024;
+
+/// Refuses a path that is not a regular file of a sane size: a FIFO or a
+/// device would block or never end. A missing file is left for the reader
+/// to report.
+fn regular_file(path: &std::path::Path, what: &str) -> Result<(), Usage> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(Usage(format!(
+            "{}: not a regular file; give the path of {what}",
+            path.display()
+        ))),
+        Ok(meta) if meta.len() > MAX_INPUT_FILE => Err(Usage(format!(
+            "{}: {} bytes is more than the {} MiB kpilot reads; give the path of {what}",
+            path.display(),
+            meta.len(),
+            MAX_INPUT_FILE / 1024 / 1024
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Reads and validates a workflow file, rendering problems for the user.
 fn load(
     path: &std::path::Path,
     registry: &kpilot_engine::TaskRegistry,
 ) -> anyhow::Result<(kpilot_engine::WorkflowSource, kpilot_engine::Plan)> {
-    // A FIFO or a device would block or never end: only a regular file is
-    // a workflow.
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(Usage(format!(
-                "{}: not a regular file; give the path of a workflow YAML file",
-                path.display()
-            ))
-            .into())
-        }
-        _ => {}
-    }
+    regular_file(path, "a workflow YAML file")?;
     let source = kpilot_engine::WorkflowSource::read(path).map_err(|e| {
         Usage(format!(
             "{}: cannot read the workflow file: {e}",
@@ -259,6 +270,9 @@ fn executors(
     workdir: &std::path::Path,
     cluster: &ClusterArgs,
 ) -> anyhow::Result<kpilot_engine::executor::Executors> {
+    if let Some(p) = inventory {
+        regular_file(p, "an inventory YAML file")?;
+    }
     let inventory = match inventory {
         Some(p) => Some(
             std::path::absolute(p)

@@ -174,6 +174,7 @@ kptest!(r8_output_to_a_full_disk_is_reported_once_exit_4, |dir| {
 });
 
 kptest!(r8_a_fifo_or_a_device_is_not_a_workflow, |dir| {
+    dir.write("ok.yaml", &wide(1));
     let fifo = dir.join("wf.fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
@@ -185,6 +186,7 @@ kptest!(r8_a_fifo_or_a_device_is_not_a_workflow, |dir| {
         &["run", "wf.fifo"][..],
         &["graph", "wf.fifo"][..],
         &["validate", "/dev/zero"][..],
+        &["run", "ok.yaml", "--inventory", "wf.fifo"][..],
     ] {
         let mut child = dir
             .cmd(args)

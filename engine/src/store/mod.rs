@@ -332,7 +332,7 @@ impl RunStore {
         if db.exists() {
             std::fs::remove_dir_all(&db).map_err(io_err(&db))?;
         }
-        let mut store = Self::open_locked(record.id.clone(), dir.clone(), lock)?;
+        let mut store = Self::open_locked(record.id.clone(), dir.clone(), lock, Holder::Driver)?;
         store.commit(Change {
             run: Some(record.clone()),
             events: vec![EventKind::RunCreated {
@@ -371,19 +371,20 @@ impl RunStore {
             });
         }
         let lock = Self::lock(id, &dir, holder)?;
-        let store = Self::open_locked(id.clone(), dir.clone(), lock).map_err(|e| match e {
-            StoreError::Sled(e) => StoreError::Damaged {
-                id: id.clone(),
-                dir: dir.clone(),
-                cause: e.to_string(),
-            },
-            StoreError::Decode { key, source } => StoreError::Damaged {
-                id: id.clone(),
-                dir: dir.clone(),
-                cause: format!("record {key}: {source}"),
-            },
-            other => other,
-        })?;
+        let store =
+            Self::open_locked(id.clone(), dir.clone(), lock, holder).map_err(|e| match e {
+                StoreError::Sled(e) => StoreError::Damaged {
+                    id: id.clone(),
+                    dir: dir.clone(),
+                    cause: e.to_string(),
+                },
+                StoreError::Decode { key, source } => StoreError::Damaged {
+                    id: id.clone(),
+                    dir: dir.clone(),
+                    cause: format!("record {key}: {source}"),
+                },
+                other => other,
+            })?;
         // The run record must decode, or nothing about the run can be said.
         store.run().map_err(|e| StoreError::Damaged {
             id: id.clone(),
@@ -437,12 +438,31 @@ impl RunStore {
         Ok(lock)
     }
 
-    fn open_locked(id: RunId, dir: PathBuf, lock: File) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(8 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open()?;
+    fn open_locked(id: RunId, dir: PathBuf, lock: File, holder: Holder) -> Result<Self> {
+        // The process that held the run last may still have sled's own file
+        // lock for a moment after it let go of `lock` (its tasks drop their
+        // handles last): that is the run being busy, not damaged.
+        let waited = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir.join("db"))
+                .cache_capacity(8 * 1024 * 1024)
+                .flush_every_ms(None)
+                .open();
+            match opened {
+                // sled words it "could not acquire lock on …" (kind Other).
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    if holder == Holder::Reader || waited.elapsed() > READER_WAIT {
+                        return Err(StoreError::Busy { id, pid: None });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let runs = db.open_tree("runs")?;
         let steps = db.open_tree("steps")?;
         let journal = db.open_tree("journal")?;
