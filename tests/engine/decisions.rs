@@ -355,3 +355,101 @@ fn children_of(pid: u32) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))
 }
+
+kptest!(r8_gate_and_approval_commands_work_as_printed, |dir| {
+    dir.write(
+        "wf.yaml",
+        "apiVersion: kpilot/v1
+kind: Workflow
+metadata: {name: printed}
+spec:
+  steps:
+    - {id: disk, phase: pre-check, command: [test, -e, disk-ok]}
+    - {id: pre-gate, phase: pre-check, needs: [disk], gate: {}}
+    - {id: go-ahead, phase: upgrade, needs: [pre-gate], approval: {message: \"go?\"}}
+    - {id: upgrade, phase: upgrade, needs: [go-ahead], command: [touch, upgraded]}
+",
+    );
+    let gated = dir.kp(&["run", "wf.yaml", "--run-id", "r"]).expect(3);
+    let commands = printed_commands(&gated.stderr);
+    assert_eq!(
+        commands,
+        vec![vec!["resume".to_string(), "r".into()]],
+        "{}",
+        gated.stderr
+    );
+    dir.write("disk-ok", "");
+    let approval = kp(&dir, &commands[0]).expect(3);
+    let commands = printed_commands(&approval.stderr);
+    assert_eq!(
+        commands,
+        vec![vec!["approve".to_string(), "r".into(), "go-ahead".into()]],
+        "{}",
+        approval.stderr
+    );
+    assert!(!dir.exists("upgraded"));
+    kp(&dir, &commands[0]).expect(0);
+    assert!(dir.exists("upgraded"));
+});
+
+/// The commands in backquotes of an error line, without the leading `kpilot`.
+fn quoted_commands(text: &str) -> Vec<Vec<String>> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|c| c.strip_prefix("kpilot "))
+        .map(|c| c.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+kptest!(r8_commands_named_in_errors_work_as_printed, |dir| {
+    dir.write("wf.yaml", HELD);
+    dir.write("go", "");
+    dir.kp(&["run", "wf.yaml", "--run-id", "r"]).expect(0);
+    // An unknown step names `kpilot status r`.
+    let unknown = dir.kp(&["resume", "r", "--retry", "nope"]).expect(2);
+    let named = quoted_commands(&unknown.stderr);
+    assert_eq!(
+        named,
+        vec![vec!["status".to_string(), "r".into()]],
+        "{}",
+        unknown.stderr
+    );
+    kp(&dir, &named[0]).expect(0);
+    // An unknown run names `kpilot runs`.
+    let missing = dir.kp(&["status", "nope"]).expect(2);
+    let named = quoted_commands(&missing.stderr);
+    assert_eq!(named, vec![vec!["runs".to_string()]], "{}", missing.stderr);
+    assert!(kp(&dir, &named[0]).expect(0).stdout.contains("r "));
+    // A run id taken names `kpilot resume r`, which goes on with it.
+    let taken = dir.kp(&["run", "wf.yaml", "--run-id", "r"]).expect(2);
+    let named = quoted_commands(&taken.stderr);
+    assert_eq!(
+        named,
+        vec![vec!["resume".to_string(), "r".into()]],
+        "{}",
+        taken.stderr
+    );
+    kp(&dir, &named[0]).expect(0);
+    // A failed run names `kpilot logs r STEP` and `kpilot resume r`.
+    dir.write(
+        "fails.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: fails}\nspec:\n  steps:\n    - {id: check, phase: pre-check, command: [sh, -c, \"echo checked; test -e fixed\"]}\n",
+    );
+    let failed = dir.kp(&["run", "fails.yaml", "--run-id", "f"]).expect(1);
+    let named = quoted_commands(&failed.stderr);
+    assert_eq!(named.len(), 2, "{}", failed.stderr);
+    let logs: Vec<String> = named[0]
+        .iter()
+        .map(|a| {
+            if a == "STEP" {
+                "check".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    assert_eq!(kp(&dir, &logs).expect(0).stdout, "checked\n");
+    dir.write("fixed", "");
+    kp(&dir, &named[1]).expect(0);
+});
