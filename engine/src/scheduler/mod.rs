@@ -340,7 +340,7 @@ impl<'o> Scheduler<'o> {
                 reset[i] = true;
                 continue;
             }
-            let fans_out = step.executor != "global";
+            let fans_out = step.placement.has_instances();
             let again = match record.state {
                 // A fanned-out step's nodes say what runs again; the step
                 // itself is decided anew and rolls over what is left.
@@ -597,7 +597,7 @@ impl<'o> Scheduler<'o> {
                     self.set(i, r, true);
                 }
             },
-            Body::Task { .. } if step.executor != "global" => self.fan_out(i),
+            Body::Task { .. } if step.placement.has_instances() => self.fan_out(i),
             Body::Task { .. } => {
                 self.retries_used[i] = 0;
                 self.repaired[i] = false;
