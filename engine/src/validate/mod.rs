@@ -1480,3 +1480,47 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> Result<Plan, Invalid> {
+        let source = WorkflowSource {
+            path: "wf.yaml".into(),
+            text: text.into(),
+        };
+        validate(&source, &TaskRegistry::new())
+    }
+
+    #[test]
+    fn placement_is_decided_once_from_the_executor() {
+        let plan = plan(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: x}\nspec:\n  executors:\n    - {name: once, nodes: [n1]}\n    - {name: all, perNode: true}\n  steps:\n    - {id: g, phase: upgrade, gate: {}}\n    - {id: p, phase: upgrade, executor: per-node, gate: {}}\n    - {id: o, phase: upgrade, executor: once, gate: {}}\n    - {id: a, phase: upgrade, executor: all, gate: {}}\n",
+        )
+        .expect("valid");
+        let placements: Vec<Placement> = plan.steps.iter().map(|s| s.placement).collect();
+        assert_eq!(
+            placements,
+            [
+                Placement::Global,
+                Placement::EveryNode,
+                Placement::PoolMember,
+                Placement::EveryNode
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_id_never_panics_and_names_both_lines() {
+        let err = plan(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: x}\nspec:\n  steps:\n    - {id: a, phase: upgrade, gate: {}}\n    - {id: b, phase: upgrade, needs: [a], gate: {}}\n    - {id: a, phase: upgrade, gate: {}}\n",
+        )
+        .expect_err("duplicate");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(
+            err.to_string(),
+            "wf.yaml:8: step `a`, field `id`: step id `a` is used twice: lines 6 and 8; rename one (step ids must be unique)"
+        );
+    }
+}
