@@ -29,6 +29,8 @@ impl RunId {
     }
 
     /// A fresh id: the workflow's name, the UTC time and a random suffix.
+    /// It always starts with a letter or digit, so that the commands kpilot
+    /// prints with it (`kpilot approve RUN STEP`) never read it as a flag.
     pub fn generate(workflow: &str) -> Self {
         let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
         let suffix: u16 = rand::random();
@@ -43,7 +45,12 @@ impl RunId {
             })
             .take(60)
             .collect();
-        RunId(format!("{name}-{stamp}-{suffix:04x}"))
+        let name = name.trim_start_matches('-');
+        if name.is_empty() {
+            RunId(format!("run-{stamp}-{suffix:04x}"))
+        } else {
+            RunId(format!("{name}-{stamp}-{suffix:04x}"))
+        }
     }
 
     /// The id as a string.
@@ -119,5 +126,22 @@ impl InstanceId {
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_start_with_a_letter_or_digit() {
+        for name in ["-rf", "../x", "--", "", "ok-name", "é"] {
+            let id = RunId::generate(name);
+            assert!(
+                id.as_str().starts_with(|c: char| c.is_ascii_alphanumeric()),
+                "{name:?} gave {id}"
+            );
+            assert!(RunId::parse(id.as_str()).is_ok(), "{id}");
+        }
     }
 }

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod dag;
+pub mod duration;
 pub mod executor;
 pub mod expr;
 pub mod id;
@@ -37,6 +38,7 @@ pub mod plan;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod suggest;
 pub mod task;
 pub mod validate;
 pub mod workflow;

@@ -31,6 +31,37 @@ pub struct Plan {
     pub executors: Vec<crate::workflow::ExecutorSpec>,
     /// `spec.inventory`.
     pub inventory: Option<String>,
+    /// What validation found suspicious but not wrong (`{{params.x}}` in a
+    /// script); `validate` and `run` print them and go on.
+    pub warnings: Vec<Problem>,
+}
+
+/// Where a step's attempts run, decided once at validation from its
+/// executor: the scheduler, the executors and validation all ask this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Once, in the kpilot process (`executor: global`).
+    Global,
+    /// Once, on the first member of a `perNode: false` pool that answers;
+    /// its one instance is named after the pool.
+    PoolMember,
+    /// Once on every node (`executor: per-node`, or a pool with `perNode: true`).
+    EveryNode,
+}
+
+impl Placement {
+    /// Whether the scheduler rolls the step over the instances its executor
+    /// names (every placement but [`Placement::Global`]).
+    pub fn has_instances(self) -> bool {
+        self != Placement::Global
+    }
+}
+
+/// The environment variable a param reaches processes as: `PARAM_` and its
+/// name in upper case, `-` becoming `_`. Validation rejects two params with
+/// the same variable.
+pub fn param_env_name(param: &str) -> String {
+    format!("PARAM_{}", param.to_ascii_uppercase().replace('-', "_"))
 }
 
 /// How the instances of one step roll over its nodes.
@@ -68,6 +99,8 @@ pub struct PlannedStep {
     pub when: Option<Expr>,
     /// The executor that runs it.
     pub executor: String,
+    /// Where its attempts run, from its executor.
+    pub placement: Placement,
     /// How it fans out over nodes, when its executor does.
     pub fan_out: FanOut,
     /// What it does.

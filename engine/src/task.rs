@@ -102,12 +102,22 @@ pub trait TaskKind: Send + Sync {
         body: &serde_yaml::Value,
         ctx: &ParseContext<'_>,
     ) -> Result<Arc<dyn Task>, String>;
+    /// What is suspicious in a body that parses, each said as a warning
+    /// (the step and field are added by validation).
+    fn warnings(&self, _body: &serde_yaml::Value, _ctx: &ParseContext<'_>) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// Checks the syntax of a label selector (`nodes.selector`, a pool's
+/// `selector`); the error says what is wrong.
+pub type SelectorCheck = fn(&str) -> Result<(), String>;
 
 /// The task kinds a workflow may use.
 #[derive(Default)]
 pub struct TaskRegistry {
     kinds: BTreeMap<&'static str, Box<dyn TaskKind>>,
+    selector: Option<SelectorCheck>,
 }
 
 impl TaskRegistry {
@@ -124,6 +134,17 @@ impl TaskRegistry {
     /// The kind for a body key.
     pub fn get(&self, name: &str) -> Option<&dyn TaskKind> {
         self.kinds.get(name).map(|k| k.as_ref())
+    }
+
+    /// Sets how label selectors are checked at validation; the crate that
+    /// matches them against nodes sets it, so the two never disagree.
+    pub fn set_selector_check(&mut self, check: SelectorCheck) {
+        self.selector = Some(check);
+    }
+
+    /// How label selectors are checked, when a crate set it.
+    pub fn selector_check(&self) -> Option<SelectorCheck> {
+        self.selector
     }
 
     /// The names of all kinds, sorted.

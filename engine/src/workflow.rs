@@ -1,9 +1,10 @@
 //! The workflow file as written: `apiVersion: kpilot/v1`, `kind: Workflow`.
 //!
-//! These types mirror the YAML one to one; [`crate::validate`] turns them into a
-//! [`crate::Plan`] the scheduler can run.
+//! Its keys, phases and outcomes; [`crate::validate`] reads the YAML, checks
+//! every field's type and value, and turns it into a [`crate::Plan`] the
+//! scheduler can run.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,68 +35,84 @@ impl WorkflowSource {
     /// The 1-based line of the first `id: <id>` entry, so a message about a step
     /// can point at it.
     pub fn line_of_step(&self, id: &str) -> Option<usize> {
-        let declares = |line: &str| {
-            line.match_indices("id:").any(|(at, _)| {
+        self.lines_of_entry("id", id).into_iter().next()
+    }
+
+    /// The 1-based lines of every `KEY: VALUE` entry, block or flow style, in
+    /// file order: the n-th step with an id is at the n-th line of its id.
+    pub fn lines_of_entry(&self, key: &str, value: &str) -> Vec<usize> {
+        self.entries(key).remove(value).unwrap_or_default()
+    }
+
+    /// Every value written for `KEY:` (block or flow style), with the
+    /// 1-based lines it is written at, in file order; read in one pass, so
+    /// that a workflow of 10,000 steps is not read 10,000 times.
+    pub fn entries(&self, key: &str) -> HashMap<String, Vec<usize>> {
+        let pattern = format!("{key}:");
+        let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, line) in self.text.lines().enumerate() {
+            for (at, _) in line.match_indices(&pattern) {
                 let before = line[..at].chars().next_back();
-                let starts_key = matches!(before, None | Some(' ' | '{' | '-' | ','));
-                let value = line[at + 3..]
+                if !matches!(before, None | Some(' ' | '{' | '-' | ',')) {
+                    continue;
+                }
+                let found = line[at + pattern.len()..]
                     .split([',', '}', '#'])
                     .next()
                     .unwrap_or("")
                     .trim()
                     .trim_matches(['"', '\'']);
-                starts_key && value == id
+                let lines = out.entry(found.to_owned()).or_default();
+                if lines.last() != Some(&(i + 1)) {
+                    lines.push(i + 1);
+                }
+            }
+        }
+        out
+    }
+
+    /// The 1-based line of the first `KEY:` in the file, for a message about
+    /// a field outside the steps (`concurrency`, `metadata`).
+    pub fn line_of_key(&self, key: &str) -> Option<usize> {
+        let pattern = format!("{key}:");
+        self.text
+            .lines()
+            .position(|line| {
+                line.match_indices(&pattern).any(|(at, _)| {
+                    let before = line[..at].chars().next_back();
+                    matches!(before, None | Some(' ' | '{' | '-' | ','))
+                })
             })
-        };
-        self.text.lines().position(declares).map(|i| i + 1)
+            .map(|i| i + 1)
     }
 }
 
-/// The top level of a workflow file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Workflow {
-    /// Always `kpilot/v1`.
-    pub api_version: String,
-    /// Always `Workflow`.
-    pub kind: String,
-    /// Name and description.
-    pub metadata: Metadata,
-    /// Params, concurrency and steps.
-    pub spec: Spec,
-}
-
-/// `metadata` of a workflow.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metadata {
-    /// The workflow's name; generated run ids start with it.
-    pub name: String,
-    /// What the workflow is for, shown by `validate`.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// `spec` of a workflow.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Spec {
-    /// Declared params; `--param NAME=VALUE` overrides their defaults.
-    #[serde(default)]
-    pub params: Vec<ParamSpec>,
-    /// The most steps running at once (default: the number of CPUs).
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-    /// The steps, each kept as YAML until [`crate::validate`] reads it, so that
-    /// an error names the step it is in.
-    pub steps: Vec<serde_yaml::Value>,
-    /// Named executors (pools of nodes or agents) steps may name.
-    #[serde(default)]
-    pub executors: Vec<ExecutorSpec>,
-    /// A file listing node agents, for per-node steps without a cluster.
-    #[serde(default)]
-    pub inventory: Option<String>,
-}
+/// The keys of the top level of a workflow file.
+pub const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+/// The keys of `metadata`.
+pub const METADATA_FIELDS: &[&str] = &["name", "description"];
+/// The keys of `spec`.
+pub const SPEC_FIELDS: &[&str] = &["params", "concurrency", "steps", "executors", "inventory"];
+/// The keys of one entry of `spec.params`.
+pub const PARAM_FIELDS: &[&str] = &["name", "default", "description"];
+/// The keys of one entry of `spec.executors`.
+pub const EXECUTOR_FIELDS: &[&str] = &[
+    "name",
+    "selector",
+    "nodes",
+    "inventory",
+    "perNode",
+    "concurrency",
+    "maxFailures",
+];
+/// The keys of a step's `nodes`.
+pub const NODES_FIELDS: &[&str] = &["selector", "maxParallel", "maxFailures"];
+/// The keys of a step's `retry`.
+pub const RETRY_FIELDS: &[&str] = &["limit", "backoff"];
+/// The keys of a step's `retry.backoff`.
+pub const BACKOFF_FIELDS: &[&str] = &["initial", "factor", "max"];
+/// The keys of a `needs` entry in its long form.
+pub const NEED_FIELDS: &[&str] = &["step", "on"];
 
 /// One entry of `spec.executors`: a named pool of nodes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -124,32 +141,14 @@ pub struct ExecutorSpec {
 }
 
 /// `nodes` of a per-node step: which nodes, and how to roll over them.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct NodesSpec {
     /// Label selector narrowing the executor's nodes.
-    #[serde(default)]
     pub selector: Option<String>,
     /// The most nodes running the step at once (default: all).
-    #[serde(default)]
     pub max_parallel: Option<usize>,
     /// Failed nodes tolerated; one more stops the rollout (default 0).
-    #[serde(default)]
     pub max_failures: Option<usize>,
-}
-
-/// One entry of `spec.params`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParamSpec {
-    /// The name used in `{{params.NAME}}`, `params.NAME` and `PARAM_NAME`.
-    pub name: String,
-    /// The value when `--param` does not set one; without it the param is required.
-    #[serde(default)]
-    pub default: Option<serde_yaml::Value>,
-    /// What the param means.
-    #[serde(default)]
-    pub description: Option<String>,
 }
 
 /// The phase a step belongs to.
@@ -169,6 +168,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order a workflow runs them.
+    pub const ALL: [Phase; 5] = [
+        Phase::PreCheck,
+        Phase::Upgrade,
+        Phase::PostCheck,
+        Phase::Repair,
+        Phase::Patrol,
+    ];
+
     /// The name as written in YAML.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,43 +187,6 @@ impl Phase {
             Phase::Patrol => "patrol",
         }
     }
-}
-
-/// A step as written, before validation. The body (`command`, `script`,
-/// `gate`, `approval`, ...) is kept in `body`, keyed by its kind.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StepSpec {
-    /// Unique id of the step.
-    pub id: String,
-    /// Phase of the step.
-    pub phase: Phase,
-    /// Edges from the steps this one waits for.
-    #[serde(default)]
-    pub needs: Vec<serde_yaml::Value>,
-    /// CEL condition; false skips the step.
-    #[serde(default)]
-    pub when: Option<String>,
-    /// Which executor runs the step (default `global`).
-    #[serde(default)]
-    pub executor: Option<String>,
-    /// For a fan-out executor: which nodes, how many at once, how many may fail.
-    #[serde(default)]
-    pub nodes: Option<NodesSpec>,
-    /// Retry policy.
-    #[serde(default)]
-    pub retry: Option<RetrySpec>,
-    /// Time limit of one attempt.
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// Id of the repair step to run when this one fails.
-    #[serde(default)]
-    pub repair: Option<String>,
-    /// Whether the step may run again after a crash without a person deciding.
-    #[serde(default)]
-    pub idempotent: Option<bool>,
-    /// Every other key: exactly one must be a body.
-    #[serde(flatten)]
-    pub body: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// The keys of a step other than its body, for messages about unknown keys.
@@ -232,17 +203,6 @@ pub const STEP_FIELDS: &[&str] = &[
     "idempotent",
 ];
 
-/// `needs: [{step: ID, on: ...}]` in its long form.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NeedSpec {
-    /// The step waited for.
-    pub step: String,
-    /// Which outcome of it lets this step run (default success).
-    #[serde(default)]
-    pub on: Option<NeedOn>,
-}
-
 /// Which outcome of a needed step lets the dependent run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,28 +215,16 @@ pub enum NeedOn {
     Always,
 }
 
-/// `retry` of a step.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrySpec {
-    /// How many times a failed attempt is tried again.
-    pub limit: u32,
-    /// The wait between attempts.
-    #[serde(default)]
-    pub backoff: Option<BackoffSpec>,
-}
+impl NeedOn {
+    /// Every outcome, as written in YAML.
+    pub const ALL: [NeedOn; 3] = [NeedOn::Success, NeedOn::Failure, NeedOn::Always];
 
-/// `retry.backoff` of a step: exponential, without jitter.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackoffSpec {
-    /// The first wait (default `1s`).
-    #[serde(default)]
-    pub initial: Option<String>,
-    /// The factor each wait grows by (default 2).
-    #[serde(default)]
-    pub factor: Option<f64>,
-    /// The longest wait (default `1m`).
-    #[serde(default)]
-    pub max: Option<String>,
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NeedOn::Success => "success",
+            NeedOn::Failure => "failure",
+            NeedOn::Always => "always",
+        }
+    }
 }

@@ -249,6 +249,31 @@ fn load(
     Ok((source, plan))
 }
 
+/// Prints what validation found suspicious; the verb goes on.
+fn print_warnings(plan: &kpilot_engine::Plan) {
+    for w in &plan.warnings {
+        eprintln!("kpilot: warning: {w}");
+    }
+}
+
+/// Reads and checks an inventory file as a per-node step would, so that a
+/// bad one is a usage error (exit 2) before any run is written.
+fn check_inventory(path: &std::path::Path) -> anyhow::Result<()> {
+    regular_file(path, "an inventory YAML file")?;
+    kpilot_tasks::agent::Inventory::read(path)
+        .map(|_| ())
+        .map_err(|e| {
+            let text = e.to_string();
+            // Errors about files the inventory names (its token file) say
+            // only that file: name the inventory too.
+            if text.contains(&path.display().to_string()) {
+                Usage(text).into()
+            } else {
+                Usage(format!("inventory {}: {text}", path.display())).into()
+            }
+        })
+}
+
 /// Re-plans a stored run from the workflow text kept with it.
 pub fn replan(
     run: &kpilot_engine::state::RunRecord,

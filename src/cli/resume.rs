@@ -92,6 +92,9 @@ pub async fn drive(
     cluster: &ClusterArgs,
 ) -> anyhow::Result<Exit> {
     let id = RunId::parse(run).map_err(Usage)?;
+    if let Some(inventory) = inventory {
+        super::check_inventory(inventory)?;
+    }
     let state_dir = state.state_dir()?;
     let store = RunStore::open(&state_dir, &id)?;
     let record = store.run()?;

@@ -8,7 +8,9 @@ use kpilot_engine::state::{RunRecord, RunState};
 use kpilot_engine::store::RunStore;
 use kpilot_engine::RunId;
 
-use super::{executors, exit_for, load, ClusterArgs, StateArgs, Usage};
+use super::{
+    check_inventory, executors, exit_for, load, print_warnings, ClusterArgs, StateArgs, Usage,
+};
 use crate::{progress::Progress, render, Exit};
 
 #[derive(Debug, Args)]
@@ -38,8 +40,35 @@ pub fn parse_params(args: &[String]) -> Result<Vec<(String, String)>, Usage> {
         .collect()
 }
 
+/// The inventory files a new run's steps will read (relative paths are
+/// relative to the working directory, as the executors take them):
+/// `--inventory`, else `spec.inventory`, for steps of `per-node` and of pools
+/// without their own; and the own inventory of each pool a step uses.
+fn inventories(plan: &kpilot_engine::Plan, flag: Option<&std::path::Path>) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = flag.map(std::path::Path::to_owned).into_iter().collect();
+    for step in &plan.steps {
+        if !step.placement.has_instances() {
+            continue;
+        }
+        let pool = plan.executors.iter().find(|e| e.name == step.executor);
+        let path = match pool.and_then(|p| p.inventory.as_ref()) {
+            Some(own) => Some(PathBuf::from(own)),
+            None if flag.is_none() => plan.inventory.as_ref().map(PathBuf::from),
+            None => None,
+        };
+        if let Some(path) = path.filter(|p| !out.contains(p)) {
+            out.push(path);
+        }
+    }
+    out
+}
+
 pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let (source, plan) = load(&args.file, &args.cluster.registry())?;
+    print_warnings(&plan);
+    for inventory in inventories(&plan, args.inventory.as_deref()) {
+        check_inventory(&inventory)?;
+    }
     let overrides = parse_params(&args.params)?;
     let params = plan.bind_params(&source, &overrides)?;
     let id = match &args.run_id {

@@ -51,7 +51,7 @@ struct DropsArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let d = kpilot_engine::validate::parse_duration(text)?;
+    let d = kpilot_engine::duration::parse_duration(text)?;
     if d.is_zero() {
         return Err("the duration must be more than 0s".into());
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use kpilot_engine::validate::Invalid;
 
-use super::{load, Format};
+use super::{check_inventory, load, print_warnings, Format};
 use crate::Exit;
 
 #[derive(Debug, Args)]
@@ -15,10 +15,22 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
+    /// Also check this inventory of node agents, as `kpilot run --inventory` would.
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
 }
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
-    match (load(&args.file, &kpilot_tasks::registry()), args.output) {
+    let loaded = load(&args.file, &kpilot_tasks::registry());
+    if let Ok((_, plan)) = &loaded {
+        if let Some(inventory) = &args.inventory {
+            check_inventory(inventory)?;
+        }
+        if args.output == Format::Text {
+            print_warnings(plan);
+        }
+    }
+    match (loaded, args.output) {
         (Ok((_, plan)), Format::Text) => {
             crate::outln!(
                 "{}: valid workflow `{}` with {} steps",
@@ -39,6 +51,10 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
                 })).collect::<Vec<_>>(),
                 "params": plan.params.iter().map(|p| serde_json::json!({
                     "name": p.name, "default": p.default, "description": p.description,
+                })).collect::<Vec<_>>(),
+                "warnings": plan.warnings.iter().map(|p| serde_json::json!({
+                    "file": p.file, "line": p.line, "step": p.step, "field": p.field,
+                    "message": p.message, "text": p.to_string(),
                 })).collect::<Vec<_>>(),
             });
             crate::outln!("{}", serde_json::to_string_pretty(&json)?)?;

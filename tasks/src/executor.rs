@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kpilot_engine::executor::{AttemptFuture, Executor, Executors, InstancesFuture};
+use kpilot_engine::plan::Placement;
 use kpilot_engine::store::Facts;
 use kpilot_engine::workflow::ExecutorSpec;
 use kpilot_engine::{Body, InstanceId, Plan, PlannedStep, TaskContext, TaskOutput};
@@ -292,10 +293,6 @@ impl PerNode {
             .filter(|a| pool.selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
             .collect())
     }
-
-    fn fans_out(&self) -> bool {
-        self.pool.as_ref().is_none_or(|p| p.spec.per_node)
-    }
 }
 
 fn request(step: &PlannedStep, ctx: &TaskContext) -> Result<RunRequest, String> {
@@ -317,7 +314,7 @@ fn request(step: &PlannedStep, ctx: &TaskContext) -> Result<RunRequest, String> 
 impl Executor for PerNode {
     fn instances<'a>(&'a self, step: &'a PlannedStep, facts: &'a Facts) -> InstancesFuture<'a> {
         Box::pin(async move {
-            if let Some(pool) = self.pool.as_ref().filter(|p| !p.spec.per_node) {
+            if let (Some(pool), Placement::PoolMember) = (&self.pool, step.placement) {
                 // One instance, named after the pool (`global` is the
                 // scheduler's own); it runs on the first member that answers.
                 return Ok(vec![InstanceId::named(pool.spec.name.clone())]);
@@ -358,7 +355,7 @@ impl Executor for PerNode {
             Ok(r) => r,
             Err(e) => return Box::pin(async move { TaskOutput::failed(e) }),
         };
-        let fans_out = self.fans_out();
+        let fans_out = step.placement == Placement::EveryNode;
         let fleet = Arc::clone(&self.fleet);
         // The pool's own parts, cloned so that the future owns them.
         let pool = self.pool.as_ref().map(|p| Pool {

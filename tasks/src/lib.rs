@@ -45,5 +45,6 @@ pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));
     registry.register(Box::new(task::trace::TraceKind));
+    registry.set_selector_check(|s| agent::Selector::parse(s).map(|_| ()));
     registry
 }

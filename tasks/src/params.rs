@@ -65,7 +65,7 @@ impl Template {
 /// The environment variable a param is given as: `PARAM_` and its name in
 /// upper case, `-` becoming `_`.
 pub fn env_name(param: &str) -> String {
-    format!("PARAM_{}", param.to_ascii_uppercase().replace('-', "_"))
+    kpilot_engine::plan::param_env_name(param)
 }
 
 #[cfg(test)]

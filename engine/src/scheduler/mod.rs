@@ -471,7 +471,7 @@ impl<'o> Scheduler<'o> {
                     self.set(i, r, true);
                 }
             },
-            Body::Task { .. } if step.executor != "global" => self.fan_out(i),
+            Body::Task { .. } if step.placement.has_instances() => self.fan_out(i),
             Body::Task { .. } => {
                 self.retries_used[i] = 0;
                 self.repaired[i] = false;

@@ -109,7 +109,7 @@ impl Scheduler<'_> {
                 reset[i] = true;
                 continue;
             }
-            let fans_out = step.executor != "global";
+            let fans_out = step.placement.has_instances();
             let again = match record.state {
                 // A fanned-out step's nodes say what runs again; the step
                 // itself is decided anew and rolls over what is left.

@@ -119,7 +119,8 @@ impl TaskKind for CheckKind {
         for key in map.keys() {
             if !key.as_str().is_some_and(|k| KEYS.contains(&k)) {
                 return Err(format!(
-                    "unknown key {key:?} in `check`; it takes {}",
+                    "unknown key `{}` in `check`; it takes {}",
+                    key.as_str().unwrap_or("(not text)"),
                     KEYS.join(", ")
                 ));
             }

@@ -41,17 +41,34 @@ impl TaskKind for CommandKind {
         }
         let mut argv = Vec::new();
         for (i, item) in items.iter().enumerate() {
+            let n = i + 1;
             let text = match item {
                 serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
+                // YAML reads `1.10` as the number 1.1: the text written is
+                // lost, so a fraction is never passed on as a number.
+                serde_yaml::Value::Number(x) if x.is_f64() => {
+                    return Err(format!(
+                        "argument {n} of `command` is a number with a fraction, which YAML reads as {x} (so `1.10` would run as `1.1`); quote it, like \"1.10\""
+                    ))
+                }
+                serde_yaml::Value::Number(x) => x.to_string(),
                 serde_yaml::Value::Bool(b) => b.to_string(),
                 _ => {
                     return Err(format!(
-                        "argument {} of `command` is not a string; quote it",
-                        i + 1
+                        "argument {n} of `command` is a list or a mapping, not a word; write each argument as a string"
                     ))
                 }
             };
+            if text.contains('\0') {
+                return Err(format!(
+                    "argument {n} of `command` holds a NUL character, which no program can receive; remove it"
+                ));
+            }
+            if i == 0 && text.trim().is_empty() {
+                return Err(format!(
+                    "the program (argument 1 of `command`) is empty; {hint}"
+                ));
+            }
             argv.push(Template::parse(&text, ctx.params)?);
         }
         Ok(Arc::new(Command { argv }))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
 
+use crate::params::env_name;
 use crate::process::{self, ProcessSpec};
 
 /// The `script` kind.
@@ -43,7 +44,10 @@ impl TaskKind for ScriptKind {
                 for key in m.keys() {
                     match key.as_str() {
                         Some("interpreter" | "source") => {}
-                        _ => return Err(format!("unknown key {key:?} in `script`; {hint}")),
+                        Some(other) => {
+                            return Err(format!("unknown key `{other}` in `script`; {hint}"))
+                        }
+                        None => return Err(format!("a key of `script` is not text; {hint}")),
                     }
                 }
                 let source = body
@@ -63,6 +67,17 @@ impl TaskKind for ScriptKind {
                     ))
                     }
                 };
+                if interpreter[0].trim().is_empty() {
+                    return Err(format!(
+                        "`script.interpreter` names an empty program; {hint}"
+                    ));
+                }
+                if interpreter.iter().any(|a| a.contains('\0')) {
+                    return Err(
+                        "`script.interpreter` holds a NUL character, which no program can receive; remove it"
+                            .to_owned(),
+                    );
+                }
                 Ok(Arc::new(Script {
                     interpreter,
                     source: source.to_owned(),
@@ -72,6 +87,32 @@ impl TaskKind for ScriptKind {
                 "`script` is neither a string nor a mapping; {hint}"
             )),
         }
+    }
+
+    /// Scripts are not templated: `{{params.x}}` stays as written, and the
+    /// value is in `$PARAM_X`.
+    fn warnings(&self, body: &serde_yaml::Value, _ctx: &ParseContext<'_>) -> Vec<String> {
+        let source = match body {
+            serde_yaml::Value::String(s) => s.as_str(),
+            other => other.get("source").and_then(|s| s.as_str()).unwrap_or(""),
+        };
+        let mut out = Vec::new();
+        let mut rest = source;
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else { break };
+            if let Some(name) = after[..end].trim().strip_prefix("params.") {
+                let warning = format!(
+                    "`{{{{params.{name}}}}}` in a script is not replaced (only `command` arguments are templated); the script gets the value as ${}",
+                    env_name(name)
+                );
+                if !out.contains(&warning) {
+                    out.push(warning);
+                }
+            }
+            rest = &after[end + 2..];
+        }
+        out
     }
 }
 

@@ -188,7 +188,7 @@ fn parse_filter(v: &serde_yaml::Value) -> Result<(Option<NetnsSpec>, DropFilter)
 fn key_text(key: &serde_yaml::Value) -> String {
     match key.as_str() {
         Some(s) => format!("`{s}`"),
-        None => format!("{key:?}"),
+        None => "a key that is not text".to_owned(),
     }
 }
 
@@ -228,7 +228,7 @@ impl TaskKind for TraceKind {
                             )
                         }
                     };
-                    let d = kpilot_engine::validate::parse_duration(&text)
+                    let d = kpilot_engine::duration::parse_duration(&text)
                         .map_err(|e| format!("`trace.duration`: {e}"))?;
                     if d.is_zero() || d > MAX_DURATION {
                         return Err(format!(
