@@ -1,7 +1,8 @@
 //! Every request to an agent carries the token: one without it, or with a
 //! wrong one, is refused with 401 and logged, and no handler runs.
 
-use super::{can_run, instances, Fleet, HEAD};
+use super::{instances, Fleet, HEAD, TOKEN};
+use crate::util::prereq::{needs, CURL, IP, ROOT};
 
 /// `curl` from the hub namespace; returns (HTTP status, body).
 fn curl(fleet: &Fleet, args: &[&str]) -> (String, String) {
@@ -16,15 +17,7 @@ fn curl(fleet: &Fleet, args: &[&str]) -> (String, String) {
 }
 
 kptest!(requests_without_the_token_are_refused_and_logged, |dir| {
-    if !can_run("requests_without_the_token_are_refused") {
-        return;
-    }
-    if std::process::Command::new("curl")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        eprintln!("requests_without_the_token_are_refused: skipped: curl is not installed");
+    if !needs("requests_without_the_token_are_refused", &[ROOT, IP, CURL]) {
         return;
     }
     let fleet = Fleet::start(&dir, "au", 1, 1);
@@ -71,7 +64,7 @@ kptest!(requests_without_the_token_are_refused_and_logged, |dir| {
     let (code, _) = curl(&fleet, &[&format!("{base}/v1/no-such-thing")]);
     assert_eq!(code, "401", "unknown paths are refused before routing too");
     // kpilot with an inventory whose token is wrong.
-    dir.write("wrong-token", "not-the-token\n");
+    dir.write_secret("wrong-token", "not-the-token-but-long-enough-0123456789\n");
     let fp = dir.read("agents/node-01.fp");
     dir.write(
         "inventory.yaml",
@@ -127,7 +120,7 @@ kptest!(requests_without_the_token_are_refused_and_logged, |dir| {
         &fleet,
         &[
             "-H",
-            "authorization: Bearer test-token-0123456789abcdef",
+            &format!("authorization: Bearer {TOKEN}"),
             &format!("{base}/v1/health"),
         ],
     );
