@@ -6,6 +6,7 @@ mod auth;
 mod checks;
 mod cluster_nodes;
 mod fleet;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -4,4 +4,5 @@
 mod crash;
 mod flow;
 mod invalid;
+mod processes;
 mod resume;
