@@ -252,9 +252,9 @@ impl Sink {
 pub fn human_bytes(n: usize) -> String {
     const KIB: usize = 1024;
     const MIB: usize = 1024 * KIB;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")
@@ -490,5 +490,60 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
         cmd.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(script: &str) -> ProcessSpec {
+        ProcessSpec {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: Vec::new(),
+            workdir: std::env::temp_dir(),
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_output_past_its_limit_kills_the_process_and_says_so() {
+        let started = std::time::Instant::now();
+        let err = execute(
+            &spec("head -c 300000 /dev/zero; sleep 30"),
+            Keep::Whole(64 * 1024),
+            Keep::Tail(1024),
+        )
+        .await
+        .expect_err("over the limit");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "it was not killed"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("`sh` printed more than 64 KiB on standard output")
+                && text.contains("killed"),
+            "{text}"
+        );
+        let done = execute(&spec("printf 12345"), Keep::Whole(5), Keep::Tail(8))
+            .await
+            .expect("exactly the limit is fine");
+        assert_eq!(done.stdout, b"12345");
+    }
+
+    #[tokio::test]
+    async fn a_tail_keeps_the_end() {
+        let done = execute(
+            &spec("seq 1 100000; seq 1 100000 >&2"),
+            Keep::Tail(20),
+            Keep::Tail(7),
+        )
+        .await
+        .expect("runs");
+        assert!(done.status.success());
+        assert_eq!(done.stdout, b"\n99998\n99999\n100000\n");
+        assert_eq!(done.stderr, b"100000\n");
+        assert_eq!(human_bytes(16 * 1024 * 1024), "16 MiB");
+        assert_eq!(human_bytes(300), "300 bytes");
     }
 }
