@@ -18,6 +18,8 @@ pub enum Need {
     Root,
     /// A program on PATH, and the package or script that installs it.
     Program(&'static str, &'static str),
+    /// A file of the kernel's, and what provides it.
+    File(&'static str, &'static str),
 }
 
 impl Need {
@@ -31,6 +33,8 @@ impl Need {
             )),
             Need::Program(name, _) if on_path(name) => None,
             Need::Program(name, how) => Some(format!("`{name}` on PATH (install {how})")),
+            Need::File(path, _) if std::path::Path::new(path).exists() => None,
+            Need::File(path, how) => Some(format!("{path} ({how})")),
         }
     }
 }
@@ -138,6 +142,11 @@ pub const CURL: Need = Need::Program("curl", "curl: apt-get install curl");
 pub const BPFTRACE: Need = Need::Program("bpftrace", "bpftrace: scripts/install-bpf-deps");
 /// `bash` and `timeout`, for the traffic loops.
 pub const BASH: Need = Need::Program("bash", "bash");
+/// The kernel's BTF, which the drop tracer reads its layouts from.
+pub const BTF: Need = Need::File(
+    "/sys/kernel/btf/vmlinux",
+    "a kernel built with CONFIG_DEBUG_INFO_BTF, as the tracer needs",
+);
 /// `timeout` (coreutils).
 pub const TIMEOUT: Need = Need::Program("timeout", "coreutils");
 
