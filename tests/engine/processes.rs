@@ -97,8 +97,11 @@ kptest!(
             "{reason}"
         );
         assert!(peak_kib > 0, "kpilot's memory was never read");
+        // About 50 MiB for kpilot itself (a debug build) and at most 16 MiB
+        // of output (24 while its buffer grows); holding all 100 MiB would
+        // pass 150.
         assert!(
-            peak_kib < 80 * 1024,
+            peak_kib < 100 * 1024,
             "kpilot's peak memory was {} MiB for a query printing 100 MiB",
             peak_kib / 1024
         );
