@@ -3,6 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// What a test needs from the machine: [`prereq::needs`] is the one check,
+/// failing a test that cannot run unless `KPILOT_ALLOW_SKIP=1`.
+#[path = "prereq.rs"]
+pub mod prereq;
+
 /// A fresh working directory and state directory for one test.
 pub struct Dir {
     tmp: tempfile::TempDir,
@@ -59,6 +64,14 @@ impl Dir {
             std::fs::create_dir_all(parent).expect("mkdir");
         }
         std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Writes a file only its owner may read or write (mode 0600): a token.
+    pub fn write_secret(&self, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = self.write(name, text);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         path
     }
 
@@ -121,4 +134,62 @@ macro_rules! kptest {
             $body
         }
     };
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}
+
+/// Whether `pid` is gone within `limit`.
+pub fn gone_within(pid: i32, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
+/// The pid a test's process wrote to `path`, once it is there (within 30 s);
+/// `what` says what it is, for the failure message.
+#[track_caller]
+pub fn pid_in(path: &Path, what: &str) -> i32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(pid) = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+        {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not write {} within 30s",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Kills a process a test started indirectly when dropped, so a failed
+/// assertion does not leave it behind.
+pub struct Reap(pub i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
 }

@@ -513,10 +513,10 @@ mod tests {
     /// Reads the running kernel's BTF when there is one (every kernel the tracer supports).
     #[test]
     fn reads_running_kernel() {
-        let Ok(btf) = Btf::from_kernel() else {
-            eprintln!("skipped: no {VMLINUX_BTF}");
+        if !crate::prereq::needs("reads_running_kernel", &[crate::prereq::BTF]) {
             return;
-        };
+        }
+        let btf = Btf::from_kernel().expect("the kernel's BTF is readable");
         let head = btf.member_sized("sk_buff", "head", 8).unwrap();
         let nh = btf.member_sized("sk_buff", "network_header", 2).unwrap();
         assert!(head.offset > 0 && nh.offset > 0);

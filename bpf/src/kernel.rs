@@ -133,10 +133,11 @@ mod tests {
 
     #[test]
     fn running_kernel_layout() {
-        let Ok(probe) = KernelProbe::read() else {
-            eprintln!("skipped: cannot read tracefs/BTF (not root?)");
+        use crate::prereq::{BTF, ROOT, needs};
+        if !needs("running_kernel_layout", &[ROOT, BTF]) {
             return;
-        };
+        }
+        let probe = KernelProbe::read().expect("tracefs and the kernel's BTF are readable");
         let l = probe.layout;
         assert_eq!(l.tp_skbaddr, 8);
         assert!(l.skb_head > 0 && l.dev_net > 0 && l.net_ns_inum > 0);

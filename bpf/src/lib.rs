@@ -57,6 +57,11 @@ pub mod config;
 pub mod error;
 pub mod kallsyms;
 pub mod kernel;
+/// The tests' one check of what they need from the machine (shared with the
+/// workspace's integration tests).
+#[cfg(test)]
+#[path = "../../tests/prereq.rs"]
+mod prereq;
 pub mod reasons;
 pub mod report;
 pub mod tracefs;

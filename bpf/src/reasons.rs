@@ -165,19 +165,17 @@ mod tests {
     /// BTF and tracefs must agree on the running kernel.
     #[test]
     fn btf_and_tracefs_agree_on_running_kernel() {
-        let (Ok(btf), Ok(root)) = (Btf::from_kernel(), crate::tracefs::tracefs_root()) else {
-            eprintln!("skipped: no kernel BTF or tracefs (not root?)");
+        use crate::prereq::{BTF, ROOT, needs};
+        if !needs("btf_and_tracefs_agree_on_running_kernel", &[ROOT, BTF]) {
             return;
-        };
-        let Ok(fmt) = crate::tracefs::read_format(&root, "skb", "kfree_skb") else {
-            eprintln!("skipped: no skb:kfree_skb");
-            return;
-        };
-        let (Some(a), Some(b)) = (DropReasons::from_btf(&btf), DropReasons::from_format(&fmt))
-        else {
-            eprintln!("skipped: kernel has no drop reasons");
-            return;
-        };
+        }
+        let btf = Btf::from_kernel().expect("the kernel's BTF is readable");
+        let root = crate::tracefs::tracefs_root().expect("tracefs is mounted");
+        let fmt = crate::tracefs::read_format(&root, "skb", "kfree_skb")
+            .expect("skb:kfree_skb exists (the tracer needs it)");
+        // The tracer needs Linux 5.17 or later, which has drop reasons.
+        let a = DropReasons::from_btf(&btf).expect("the kernel's BTF has drop reasons");
+        let b = DropReasons::from_format(&fmt).expect("kfree_skb's format has drop reasons");
         for (value, name) in b.iter() {
             assert_eq!(a.name(value), name, "reason {value}");
         }

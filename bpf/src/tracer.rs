@@ -634,10 +634,10 @@ mod tests {
 
     #[test]
     fn prog_info_offset_matches_btf() {
-        let Ok(btf) = crate::btf::Btf::from_kernel() else {
-            eprintln!("skipped: no kernel BTF");
+        if !crate::prereq::needs("prog_info_offset_matches_btf", &[crate::prereq::BTF]) {
             return;
-        };
+        }
+        let btf = crate::btf::Btf::from_kernel().expect("the kernel's BTF is readable");
         let m = btf
             .member_sized("bpf_prog_info", "recursion_misses", 8)
             .unwrap();

@@ -2,9 +2,10 @@
 //! nftables / iptables rules, real TCP and UDP traffic, and bpftrace as an independent
 //! counter of the same tracepoint.
 //!
-//! They need root (they load eBPF programs and create namespaces) and skip with a printed
-//! reason otherwise. They need `ip`, `nft`, `iptables-legacy` and `bpftrace`
-//! (`scripts/install-bpf-deps`).
+//! They need root (they load eBPF programs and create namespaces), `ip`, `nft`,
+//! `iptables-legacy` and `bpftrace` (`scripts/install-bpf-deps`); a test whose
+//! prerequisite is missing fails, naming it, unless `KPILOT_ALLOW_SKIP=1`
+//! (`tests/prereq.rs`, shared with the root package's tests).
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -16,15 +17,10 @@ use std::time::{Duration, Instant};
 
 use kpilot_bpf::{DropFilter, DropReport, DropTracer, TraceConfig, TraceError, netns_inode};
 
-/// Prints why and returns false when not root.
-fn root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (loads eBPF programs, creates network namespaces)");
-        return false;
-    }
-    true
-}
+#[path = "../../tests/prereq.rs"]
+mod prereq;
+
+use prereq::{BPFTRACE, IP, IPTABLES_LEGACY, NFT, ROOT, needs};
 
 fn run(cmd: &[&str]) {
     run_stdin(cmd, "");
@@ -223,7 +219,10 @@ impl Bpftrace {
 
 #[test]
 fn netfilter_drop_is_named_with_stack_tuple_netns_and_matches_bpftrace() {
-    if !root() {
+    if !needs(
+        "netfilter_drop_is_named_with_stack_tuple_netns_and_matches_bpftrace",
+        &[ROOT, IP, NFT, BPFTRACE],
+    ) {
         return;
     }
     let pair = NetnsPair::new();
@@ -308,7 +307,10 @@ fn netfilter_drop_is_named_with_stack_tuple_netns_and_matches_bpftrace() {
 
 #[test]
 fn without_the_rule_the_same_traffic_is_not_dropped_by_netfilter() {
-    if !root() {
+    if !needs(
+        "without_the_rule_the_same_traffic_is_not_dropped_by_netfilter",
+        &[ROOT, IP],
+    ) {
         return;
     }
     let pair = NetnsPair::new();
@@ -333,7 +335,7 @@ fn without_the_rule_the_same_traffic_is_not_dropped_by_netfilter() {
 
 #[test]
 fn closed_port_is_no_socket() {
-    if !root() {
+    if !needs("closed_port_is_no_socket", &[ROOT, IP]) {
         return;
     }
     let pair = NetnsPair::new();
@@ -363,7 +365,10 @@ fn closed_port_is_no_socket() {
 
 #[test]
 fn udp_filters_by_address_and_reason_and_iptables_legacy_drop_is_located() {
-    if !root() {
+    if !needs(
+        "udp_filters_by_address_and_reason_and_iptables_legacy_drop_is_located",
+        &[ROOT, IP, IPTABLES_LEGACY],
+    ) {
         return;
     }
     let pair = NetnsPair::new();
@@ -423,7 +428,7 @@ fn udp_filters_by_address_and_reason_and_iptables_legacy_drop_is_located() {
 
 #[test]
 fn unknown_reason_is_rejected_with_the_kernels_names() {
-    if !root() {
+    if !needs("unknown_reason_is_rejected_with_the_kernels_names", &[ROOT]) {
         return;
     }
     let config = TraceConfig::new(Duration::from_secs(1)).with_filter(DropFilter {
@@ -441,7 +446,7 @@ fn unknown_reason_is_rejected_with_the_kernels_names() {
 
 #[test]
 fn report_round_trips_through_json() {
-    if !root() {
+    if !needs("report_round_trips_through_json", &[ROOT, IP]) {
         return;
     }
     let pair = NetnsPair::new();
@@ -480,7 +485,10 @@ fn report_round_trips_through_json() {
 
 #[test]
 fn lost_events_are_counted_when_the_ring_is_full() {
-    if !root() {
+    if !needs(
+        "lost_events_are_counted_when_the_ring_is_full",
+        &[ROOT, IP, NFT],
+    ) {
         return;
     }
     let pair = NetnsPair::new();

@@ -130,20 +130,35 @@ async fn blocking(
         })?
 }
 
+/// The most a node tool (`iptables-save`, `nft`, `ip`) may print: its output
+/// is parsed whole, so more is refused rather than held by the agent.
+pub const MAX_TOOL_OUTPUT: usize = 32 * 1024 * 1024;
+
+/// How long a node tool may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
+
 async fn output(
     root: &'static str,
     tool: &'static str,
     args: &[&str],
 ) -> Result<String, NodeError> {
     let fail = |reason: String| NodeError::Tool { root, tool, reason };
-    let run = tokio::process::Command::new(tool)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(20), run)
+    let spec = crate::process::ProcessSpec {
+        argv: std::iter::once(tool)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect(),
+        env: Vec::new(),
+        workdir: "/".into(),
+    };
+    let run = crate::process::execute(
+        &spec,
+        crate::process::Keep::Whole(MAX_TOOL_OUTPUT),
+        crate::process::Keep::Tail(4096),
+    );
+    let out = tokio::time::timeout(TOOL_TIMEOUT, run)
         .await
-        .map_err(|_| fail("no answer in 20s".into()))?
+        .map_err(|_| fail(format!("no answer in {}s", TOOL_TIMEOUT.as_secs())))?
         .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
         return Err(fail(format!(

@@ -1,5 +1,7 @@
-//! Child processes of steps: each in a process group of its own, output kept
-//! as a bounded tail, everything killed when the attempt is dropped.
+//! Every process kpilot and its agent start (step bodies, query commands, the
+//! agent's node tools) is started here: each in a process group of its own,
+//! registered with the guardian so that it dies with kpilot, output kept
+//! within a bound, everything killed when its future is dropped.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -186,36 +188,180 @@ fn stat_field(pid: i32, n: usize) -> Option<String> {
     rest.split_whitespace().nth(n).map(str::to_owned)
 }
 
-/// The last [`OUTPUT_TAIL`] bytes of a stream.
-#[derive(Default)]
-struct Tail(Vec<u8>);
+/// How much of one output stream a caller keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The last N bytes: what a person reads after a step ended. Memory stays
+    /// bounded however much the process prints.
+    Tail(usize),
+    /// Every byte, up to N: output the caller parses whole (a query's JSON).
+    /// A process that prints more is killed and [`ProcessError::TooMuchOutput`]
+    /// returned, rather than kpilot's memory growing with what it prints.
+    Whole(usize),
+}
 
-impl Tail {
-    fn push(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
-        if self.0.len() > 2 * OUTPUT_TAIL {
-            let cut = self.0.len() - OUTPUT_TAIL;
-            self.0.drain(..cut);
+/// A stream being collected as [`Keep`] says.
+struct Sink {
+    keep: Keep,
+    bytes: Vec<u8>,
+}
+
+impl Sink {
+    fn new(keep: Keep) -> Self {
+        Sink {
+            keep,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Adds what was read; `Err(limit)` when a [`Keep::Whole`] limit is passed.
+    fn push(&mut self, chunk: &[u8]) -> Result<(), usize> {
+        match self.keep {
+            Keep::Tail(max) => {
+                self.bytes.extend_from_slice(chunk);
+                // Trimmed only once it doubled, so a stream of small reads is
+                // not shifted on every read.
+                if self.bytes.len() > 2 * max {
+                    let cut = self.bytes.len() - max;
+                    self.bytes.drain(..cut);
+                }
+                Ok(())
+            }
+            Keep::Whole(max) => {
+                if self.bytes.len() + chunk.len() > max {
+                    return Err(max);
+                }
+                self.bytes.extend_from_slice(chunk);
+                Ok(())
+            }
         }
     }
 
     fn into_bytes(mut self) -> Vec<u8> {
-        if self.0.len() > OUTPUT_TAIL {
-            let cut = self.0.len() - OUTPUT_TAIL;
-            self.0.drain(..cut);
+        if let Keep::Tail(max) = self.keep {
+            if self.bytes.len() > max {
+                let cut = self.bytes.len() - max;
+                self.bytes.drain(..cut);
+            }
         }
-        self.0
+        self.bytes
     }
+}
+
+/// A byte count as a person reads it: `16 MiB`, `64 KiB`, `300 bytes`.
+pub fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// Why a process gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The argv is empty.
+    #[error("empty command")]
+    Empty,
+    /// The program could not be started.
+    #[error("cannot start `{program}` in {}: {source}", workdir.display())]
+    Start {
+        /// The program.
+        program: String,
+        /// Where it was to start.
+        workdir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for the program failed.
+    #[error("waiting for `{program}`: {reason}")]
+    Wait {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The program printed more than the caller can hold; it was killed.
+    #[error(
+        "`{program}` printed more than {} on {stream}, the most kpilot reads from it; it was killed. Make it print less",
+        human_bytes(*limit)
+    )]
+    TooMuchOutput {
+        /// The program.
+        program: String,
+        /// `standard output` or `standard error`.
+        stream: &'static str,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+}
+
+/// A process that ran to its end.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+    /// Standard output, kept as asked.
+    pub stdout: Vec<u8>,
+    /// Standard error, kept as asked.
+    pub stderr: Vec<u8>,
 }
 
 /// How long output is still read after the process exited, for descendants
 /// that kept its pipes open.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(300);
 
-/// Runs a process to its end and reports its exit code and output.
+/// Runs a process to its end and reports its exit code and output: a step's
+/// body, each stream kept as its last [`OUTPUT_TAIL`] bytes.
 pub async fn run(spec: &ProcessSpec) -> TaskOutput {
+    let done = match execute(spec, Keep::Tail(OUTPUT_TAIL), Keep::Tail(OUTPUT_TAIL)).await {
+        Ok(done) => done,
+        Err(e) => return TaskOutput::failed(e.to_string()),
+    };
+    let failure = match done.status.code() {
+        Some(0) => None,
+        Some(code) => Some(match last_line(&done.stderr) {
+            Some(line) => format!("exit code {code}: {line}"),
+            None => format!("exit code {code}"),
+        }),
+        None => Some(format!("killed by {}", signal_of(&done.status))),
+    };
+    let output = json_output(&done.stdout);
+    TaskOutput {
+        internal: false,
+        failure,
+        exit_code: done.status.code(),
+        stdout: done.stdout,
+        stderr: done.stderr,
+        output,
+    }
+}
+
+/// `signal 9` for a process killed by a signal.
+pub fn signal_of(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    format!(
+        "signal {}",
+        status.signal().map_or("?".to_owned(), |s| s.to_string())
+    )
+}
+
+/// Starts a process the one way kpilot starts any: in a process group of its
+/// own, marked for and registered with the guardian (so that it dies with
+/// kpilot, even on kill -9), standard input closed, its output kept as the
+/// caller says. Dropping the future (a timeout, a stop) kills the group.
+pub async fn execute(
+    spec: &ProcessSpec,
+    keep_stdout: Keep,
+    keep_stderr: Keep,
+) -> Result<Finished, ProcessError> {
     let Some((program, args)) = spec.argv.split_first() else {
-        return TaskOutput::failed("empty command");
+        return Err(ProcessError::Empty);
     };
     // Resolved here, once, rather than by execvp in the child, which tries
     // every PATH entry with a system call of its own.
@@ -235,15 +381,11 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
         }
         None => die_with_parent(&mut cmd),
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return TaskOutput::failed(format!(
-                "cannot start `{program}` in {}: {e}",
-                spec.workdir.display()
-            ))
-        }
-    };
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Start {
+        program: program.clone(),
+        workdir: spec.workdir.clone(),
+        source,
+    })?;
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
         guardian,
@@ -251,10 +393,19 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     if let (Some(g), Some(pgid)) = (guardian, guard.pgid) {
         g.tell('+', pgid);
     }
-    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        return TaskOutput::failed("the process's output pipes were not opened");
+    let wait_error = |reason: String| ProcessError::Wait {
+        program: program.clone(),
+        reason,
     };
-    let (mut out, mut err) = (Tail::default(), Tail::default());
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(wait_error("its output pipes were not opened".into()));
+    };
+    let too_much = |stream: &'static str, limit: usize| ProcessError::TooMuchOutput {
+        program: program.clone(),
+        stream,
+        limit,
+    };
+    let (mut out, mut err) = (Sink::new(keep_stdout), Sink::new(keep_stderr));
     let (mut out_open, mut err_open) = (true, true);
     let mut obuf = vec![0u8; 16 * 1024];
     let mut ebuf = vec![0u8; 16 * 1024];
@@ -265,14 +416,15 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
         if status.is_some() && !out_open && !err_open {
             break;
         }
+        // On too much output the guard, dropped on return, kills the group.
         tokio::select! {
             n = stdout.read(&mut obuf), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => out.push(&obuf[..n]),
+                Ok(n) => out.push(&obuf[..n]).map_err(|limit| too_much("standard output", limit))?,
             },
             n = stderr.read(&mut ebuf), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => err.push(&ebuf[..n]),
+                Ok(n) => err.push(&ebuf[..n]).map_err(|limit| too_much("standard error", limit))?,
             },
             s = child.wait(), if status.is_none() => {
                 status = Some(s);
@@ -284,36 +436,16 @@ pub async fn run(spec: &ProcessSpec) -> TaskOutput {
     // The leader is reaped: its pid may be reused, so the group is not
     // signalled again. Descendants it left running are its own business.
     guard.release();
-    let stdout = out.into_bytes();
-    let stderr = err.into_bytes();
     let status = match status {
         Some(Ok(s)) => s,
-        Some(Err(e)) => return TaskOutput::failed(format!("waiting for `{program}`: {e}")),
-        None => return TaskOutput::failed(format!("`{program}` did not report an exit status")),
+        Some(Err(e)) => return Err(wait_error(e.to_string())),
+        None => return Err(wait_error("it reported no exit status".into())),
     };
-    let failure = match status.code() {
-        Some(0) => None,
-        Some(code) => Some(match last_line(&stderr) {
-            Some(line) => format!("exit code {code}: {line}"),
-            None => format!("exit code {code}"),
-        }),
-        None => {
-            use std::os::unix::process::ExitStatusExt as _;
-            Some(format!(
-                "killed by signal {}",
-                status.signal().map_or("?".to_owned(), |s| s.to_string())
-            ))
-        }
-    };
-    let output = json_output(&stdout);
-    TaskOutput {
-        internal: false,
-        failure,
-        exit_code: status.code(),
-        stdout,
-        stderr,
-        output,
-    }
+    Ok(Finished {
+        status,
+        stdout: out.into_bytes(),
+        stderr: err.into_bytes(),
+    })
 }
 
 /// The program's path: as given when it names a file, else the first
@@ -359,5 +491,60 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
         cmd.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(script: &str) -> ProcessSpec {
+        ProcessSpec {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: Vec::new(),
+            workdir: std::env::temp_dir(),
+        }
+    }
+
+    #[tokio::test]
+    async fn whole_output_past_its_limit_kills_the_process_and_says_so() {
+        let started = std::time::Instant::now();
+        let err = execute(
+            &spec("head -c 300000 /dev/zero; sleep 30"),
+            Keep::Whole(64 * 1024),
+            Keep::Tail(1024),
+        )
+        .await
+        .expect_err("over the limit");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "it was not killed"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("`sh` printed more than 64 KiB on standard output")
+                && text.contains("killed"),
+            "{text}"
+        );
+        let done = execute(&spec("printf 12345"), Keep::Whole(5), Keep::Tail(8))
+            .await
+            .expect("exactly the limit is fine");
+        assert_eq!(done.stdout, b"12345");
+    }
+
+    #[tokio::test]
+    async fn a_tail_keeps_the_end() {
+        let done = execute(
+            &spec("seq 1 100000; seq 1 100000 >&2"),
+            Keep::Tail(20),
+            Keep::Tail(7),
+        )
+        .await
+        .expect("runs");
+        assert!(done.status.success());
+        assert_eq!(done.stdout, b"\n99998\n99999\n100000\n");
+        assert_eq!(done.stderr, b"100000\n");
+        assert_eq!(human_bytes(16 * 1024 * 1024), "16 MiB");
+        assert_eq!(human_bytes(300), "300 bytes");
     }
 }

@@ -1,21 +1,14 @@
 //! Node checks: `check` steps with `node.*` queries, evaluated by each node's
 //! agent in its own network namespace.
 
-use super::{can_run, instances, Fleet, HEAD};
+use super::{instances, Fleet, HEAD};
+use crate::util::prereq::{needs, IP, IPTABLES, ROOT};
 use crate::util::step_field;
 
 kptest!(
     node_checks_find_the_one_node_with_a_bad_sysctl_and_a_forward_drop,
     |dir| {
-        if !can_run("node_checks_find_the_one_node") {
-            return;
-        }
-        if std::process::Command::new("iptables")
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            eprintln!("node_checks_find_the_one_node: skipped: iptables is not installed");
+        if !needs("node_checks_find_the_one_node", &[ROOT, IP, IPTABLES]) {
             return;
         }
         let fleet = Fleet::start(&dir, "nc", 3, 2);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{instances, HEAD};
+use super::{instances, HEAD, TOKEN};
 use crate::cluster::{kp_with, kubeconfig, unique, Created};
 use crate::util::{step_field, Dir};
 
@@ -68,7 +68,7 @@ impl Agents {
     /// `n` agents named agent-1.., each starting steps in `work-K/`.
     fn start(dir: &Dir, n: usize) -> Agents {
         certificate(dir, n);
-        dir.write("token", "cluster-nodes-token-0123456789\n");
+        dir.write_secret("token", &format!("{TOKEN}\n"));
         let mut agents = Agents {
             port: free_port(n),
             children: Vec::new(),
@@ -261,7 +261,7 @@ kptest!(a_node_without_an_internal_ip_fails_naming_the_node, |dir| {
         "worker",
         &[("Hostname", name.as_str())],
     ));
-    dir.write("token", "cluster-nodes-token-0123456789\n");
+    dir.write_secret("token", &format!("{TOKEN}\n"));
     dir.write(
         "inventory.yaml",
         &format!(

@@ -3,13 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use super::{can_run, instances, Fleet, HEAD};
+use super::{instances, Fleet, FLEET, HEAD};
+use crate::util::prereq::needs;
 use crate::util::step_field;
 
 kptest!(
     per_node_step_rolls_over_22_agents_at_most_max_parallel_at_once,
     |dir| {
-        if !can_run("per_node_step_rolls_over_22_agents") {
+        if !needs("per_node_step_rolls_over_22_agents", FLEET) {
             return;
         }
         let fleet = Fleet::start(&dir, "mp", 22, 4);
@@ -142,7 +143,7 @@ kptest!(
 kptest!(
     an_agent_killed_mid_step_fails_its_node_and_the_others_go_on,
     |dir| {
-        if !can_run("an_agent_killed_mid_step") {
+        if !needs("an_agent_killed_mid_step", FLEET) {
             return;
         }
         let mut fleet = Fleet::start(&dir, "k9", 4, 2);

@@ -1,9 +1,10 @@
 //! r8: `kpilot logs` of a step run on every node names the nodes to pick from.
 
-use super::{can_run, Fleet, HEAD};
+use super::{Fleet, HEAD};
+use crate::util::prereq::{needs, IP, ROOT};
 
 kptest!(r8_logs_of_a_per_node_step_lists_its_nodes, |dir| {
-    if !can_run("r8_logs_of_a_per_node_step_lists_its_nodes") {
+    if !needs("r8_logs_of_a_per_node_step_lists_its_nodes", &[ROOT, IP]) {
         return;
     }
     let fleet = Fleet::start(&dir, "lg", 2, 2);

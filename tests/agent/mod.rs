@@ -7,30 +7,23 @@ mod checks;
 mod cluster_nodes;
 mod fleet;
 mod logs;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::prereq::{self, Need};
 use crate::util::{Dir, Ran};
 
 pub const HEAD: &str = "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: t}\n";
 
-/// Whether the test can make namespaces; prints why not when it cannot.
-pub fn can_run(test: &str) -> bool {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if !root {
-        eprintln!("{test}: skipped: needs root to make network namespaces (CI runs as root)");
-        return false;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("{test}: skipped: `ip` (iproute2) is not installed");
-        return false;
-    }
-    true
-}
+/// The token of the agents these tests start (32 bytes or more, as the
+/// agent requires).
+pub const TOKEN: &str = "test-token-0123456789abcdef-0123456789";
+
+/// What a test with a fleet of agents needs: namespaces (root) and `ip`.
+pub const FLEET: &[Need] = &[prereq::ROOT, prereq::IP];
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])
@@ -59,6 +52,8 @@ pub struct Fleet {
     agents: Vec<Option<Child>>,
     namespaces: Vec<String>,
     workdir: PathBuf,
+    /// Extra environment of every agent.
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Fleet {
@@ -80,6 +75,17 @@ impl Fleet {
     /// `n` nodes named node-01.. with agents running `--max-concurrent
     /// max_concurrent`; `tag` (up to 3 letters) keeps names apart between tests.
     pub fn start(dir: &Dir, tag: &str, n: usize, max_concurrent: usize) -> Fleet {
+        Fleet::start_with_env(dir, tag, n, max_concurrent, &[])
+    }
+
+    /// [`Fleet::start`], with extra environment variables for every agent.
+    pub fn start_with_env(
+        dir: &Dir,
+        tag: &str,
+        n: usize,
+        max_concurrent: usize,
+        env: &[(&str, &str)],
+    ) -> Fleet {
         let prefix = format!("kpa{}{tag}", std::process::id());
         let hub = format!("{prefix}h");
         let mut fleet = Fleet {
@@ -88,6 +94,10 @@ impl Fleet {
             agents: Vec::new(),
             namespaces: Vec::new(),
             workdir: dir.path().to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         sh(&["ip", "netns", "add", &hub]);
         fleet.namespaces.push(hub.clone());
@@ -104,7 +114,7 @@ impl Fleet {
         ]);
         sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
         sh(&["ip", "-n", &hub, "link", "set", "lo", "up"]);
-        dir.write("token", "test-token-0123456789abcdef\n");
+        dir.write_secret("token", &format!("{TOKEN}\n"));
         std::fs::create_dir_all(dir.join("agents")).expect("mkdir");
         for i in 1..=n {
             let name = format!("node-{i:02}");
@@ -162,6 +172,7 @@ impl Fleet {
             .current_dir(&self.workdir)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -6,5 +6,6 @@ mod decisions;
 mod durable;
 mod flow;
 mod invalid;
+mod processes;
 mod resume;
 mod robust;

@@ -3,30 +3,30 @@
 //! through the agents, and `kpilot trace drops`.
 //!
 //! They need root (eBPF, namespaces) and `ip`, `nft`, `bash` and `timeout`
-//! (`scripts/install-bpf-deps`); without root they print why and pass.
+//! (`scripts/install-bpf-deps`); without them they fail, naming what is missing
+//! (see `tests/prereq.rs`).
 
 mod cli;
 mod nodes;
 mod step;
 
 use std::process::{Command, Stdio};
+
+use crate::util::prereq::{self, Need};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Whether the tests run as root; prints why not.
-pub fn root() -> bool {
-    let euid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        });
-    if euid.as_deref() != Some("0") {
-        eprintln!("skipped: needs root (loads eBPF programs, creates network namespaces)");
-        return false;
-    }
-    true
-}
+/// What a test tracing a namespace pair needs: eBPF and namespaces (root),
+/// `ip` and `nft` for the pair, `bash` and `timeout` for its traffic.
+pub const PAIR: &[Need] = &[
+    prereq::ROOT,
+    prereq::IP,
+    prereq::NFT,
+    prereq::BASH,
+    prereq::TIMEOUT,
+];
+
+/// What a test tracing without namespaces needs: root, for eBPF.
+pub const EBPF: &[Need] = &[prereq::ROOT];
 
 fn run_stdin(cmd: &[&str], stdin: &str) {
     use std::io::Write as _;

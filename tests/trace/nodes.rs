@@ -1,10 +1,14 @@
 //! A `trace` step on every node: run by the node agents (`kpilot agent`, each in a network
 //! namespace of its own), each instance judging the drops of its own node.
 
-use crate::agent::{can_run, instances, Fleet, HEAD};
+use crate::agent::{instances, Fleet, HEAD};
+use crate::util::prereq::{needs, IP, NFT, ROOT};
 
 kptest!(trace_step_runs_on_every_node_through_the_agents, |dir| {
-    if !can_run("trace_step_runs_on_every_node_through_the_agents") || !super::root() {
+    if !needs(
+        "trace_step_runs_on_every_node_through_the_agents",
+        &[ROOT, IP, NFT],
+    ) {
         return;
     }
     let fleet = Fleet::start(&dir, "tr", 2, 2);

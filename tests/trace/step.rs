@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{root, NetnsPair};
+use super::{NetnsPair, EBPF, PAIR};
+use crate::util::prereq::needs;
 use crate::util::step_field;
 
 const PORT: u16 = 8080;
@@ -58,7 +59,7 @@ fn step_output(status: &serde_json::Value, step: &str) -> serde_json::Value {
 }
 
 kptest!(trace_step_fails_on_a_firewall_drop_and_names_it, |dir| {
-    if !root() {
+    if !needs("trace_step_fails_on_a_firewall_drop_and_names_it", PAIR) {
         return;
     }
     let pair = NetnsPair::new();
@@ -135,7 +136,10 @@ kptest!(trace_step_fails_on_a_firewall_drop_and_names_it, |dir| {
 kptest!(
     trace_step_passes_without_the_rule_and_reports_no_socket,
     |dir| {
-        if !root() {
+        if !needs(
+            "trace_step_passes_without_the_rule_and_reports_no_socket",
+            PAIR,
+        ) {
             return;
         }
         // No rule and nothing listening: the SYNs reach b and are refused there.
@@ -173,7 +177,7 @@ kptest!(
 );
 
 kptest!(trace_step_is_stopped_by_its_timeout, |dir| {
-    if !root() {
+    if !needs("trace_step_is_stopped_by_its_timeout", EBPF) {
         return;
     }
     // Without the cancel flag the tracer's blocking thread would keep the process alive
@@ -203,7 +207,7 @@ spec:
 });
 
 kptest!(trace_step_reports_an_unknown_reason, |dir| {
-    if !root() {
+    if !needs("trace_step_reports_an_unknown_reason", EBPF) {
         return;
     }
     dir.write(

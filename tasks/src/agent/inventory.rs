@@ -503,7 +503,10 @@ mod tests {
     #[test]
     fn inventories_are_validated() {
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join("token"), "s3cret\n").expect("write");
+        crate::agent::write_test_token(
+            &dir.path().join("token"),
+            "inventory-test-token-0123456789abcdef\n",
+        );
         let path = dir.path().join("inv.yaml");
         let fp = format!("sha256:{}", "ab".repeat(32));
         let inv = Inventory::parse(
@@ -511,7 +514,7 @@ mod tests {
             &format!("tokenFile: token\nagents:\n  - {{name: b, address: '1.2.3.4:1', fingerprint: '{fp}'}}\n  - {{name: a, address: '1.2.3.5:1', labels: {{x: y}}, fingerprint: '{fp}'}}\n"),
         )
         .expect("valid");
-        assert_eq!(inv.token, "s3cret");
+        assert_eq!(inv.token, "inventory-test-token-0123456789abcdef");
         assert_eq!(inv.agents[0].name, "a");
         let err = Inventory::parse(
             &path,
@@ -536,9 +539,33 @@ mod tests {
     }
 
     #[test]
+    fn an_inventory_token_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tmp");
+        let token = dir.path().join("token");
+        crate::agent::write_test_token(&token, "inventory-test-token-0123456789abcdef\n");
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let fp = format!("sha256:{}", "ab".repeat(32));
+        let err = Inventory::parse(
+            &dir.path().join("inv.yaml"),
+            &format!("tokenFile: token\nagents:\n  - {{name: a, address: '1.2.3.4:1', fingerprint: '{fp}'}}\n"),
+        )
+        .expect_err("a token file others may read");
+        let text = err.to_string();
+        assert!(
+            text.contains("has mode 0644")
+                && text.contains(&format!("chmod 600 {}", token.display())),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn cluster_inventories_make_an_agent_per_node() {
         let dir = tempfile::tempdir().expect("tmp");
-        std::fs::write(dir.path().join("token"), "s3cret\n").expect("write");
+        crate::agent::write_test_token(
+            &dir.path().join("token"),
+            "inventory-test-token-0123456789abcdef\n",
+        );
         let path = dir.path().join("inv.yaml");
         let fp = format!("sha256:{}", "cd".repeat(32));
         let inv = Inventory::parse(

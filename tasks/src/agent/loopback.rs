@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// The agent's token in these tests.
+const TOKEN: &str = "loopback-test-token-0123456789abcdef";
+
 struct Running {
     addr: std::net::SocketAddr,
     fingerprint: String,
@@ -23,7 +26,7 @@ async fn start(workdir: &Path, max_concurrent: usize) -> Running {
     let server = AgentServer::bind(AgentConfig {
         name: "n1".into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        token: "s3cret".into(),
+        token: TOKEN.into(),
         tls: TlsSource::SelfSigned {
             names: vec!["localhost".into()],
         },
@@ -46,7 +49,7 @@ async fn start(workdir: &Path, max_concurrent: usize) -> Running {
 }
 
 fn client(dir: &Path, agent: &Running, token: &str, fingerprint: &str) -> AgentClient {
-    std::fs::write(dir.join("token"), token).expect("token");
+    write_test_token(&dir.join("token"), token);
     let inv = Inventory::parse(
         &dir.join("inv.yaml"),
         &format!(
@@ -75,7 +78,7 @@ fn request(kind: &str, body: &str) -> RunRequest {
 async fn an_attempt_runs_on_the_agent_and_comes_back() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = start(dir.path(), 2).await;
-    let c = client(dir.path(), &agent, "s3cret", &agent.fingerprint);
+    let c = client(dir.path(), &agent, TOKEN, &agent.fingerprint);
     c.healthy(Duration::from_secs(5)).await.expect("healthy");
     let out = c
         .run(&request(
@@ -105,7 +108,12 @@ async fn an_attempt_runs_on_the_agent_and_comes_back() {
 async fn wrong_tokens_and_wrong_certificates_are_refused() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = start(dir.path(), 1).await;
-    let c = client(dir.path(), &agent, "guess", &agent.fingerprint);
+    let c = client(
+        dir.path(),
+        &agent,
+        "guess-guess-guess-guess-guess-guess",
+        &agent.fingerprint,
+    );
     let out = c.run(&request("command", "[touch, pwned]")).await;
     let reason = out.failure.expect("refused");
     assert!(
@@ -114,7 +122,7 @@ async fn wrong_tokens_and_wrong_certificates_are_refused() {
     );
     assert!(!dir.path().join("pwned").exists());
     let other = format!("sha256:{}", "00".repeat(32));
-    let c = client(dir.path(), &agent, "s3cret", &other);
+    let c = client(dir.path(), &agent, TOKEN, &other);
     let out = c.run(&request("command", "[touch, pwned]")).await;
     let reason = out.failure.expect("refused");
     assert!(
@@ -128,7 +136,7 @@ async fn wrong_tokens_and_wrong_certificates_are_refused() {
 async fn dropping_the_attempt_kills_its_processes_on_the_agent() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = start(dir.path(), 1).await;
-    let c = client(dir.path(), &agent, "s3cret", &agent.fingerprint);
+    let c = client(dir.path(), &agent, TOKEN, &agent.fingerprint);
     let req = request("script", "\"echo $$ > pid; sleep 30\"");
     let attempt = tokio::time::timeout(Duration::from_millis(1500), c.run(&req)).await;
     assert!(attempt.is_err(), "the sleep ended early");
@@ -158,7 +166,7 @@ async fn dropping_the_attempt_kills_its_processes_on_the_agent() {
 async fn max_concurrent_bounds_what_runs_at_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = start(dir.path(), 2).await;
-    let c = client(dir.path(), &agent, "s3cret", &agent.fingerprint);
+    let c = client(dir.path(), &agent, TOKEN, &agent.fingerprint);
     let script = "\"mkdir -p on; touch on/$KPILOT_ATTEMPT; ls on | wc -l >> counts; sleep 0.3; rm on/$KPILOT_ATTEMPT\"";
     let runs = (1..=6).map(|i| {
         let c = c.clone();
@@ -181,7 +189,7 @@ async fn max_concurrent_bounds_what_runs_at_once() {
 async fn the_agent_enforces_the_step_timeout_itself() {
     let dir = tempfile::tempdir().expect("tmp");
     let agent = start(dir.path(), 1).await;
-    let c = client(dir.path(), &agent, "s3cret", &agent.fingerprint);
+    let c = client(dir.path(), &agent, TOKEN, &agent.fingerprint);
     let mut req = request("command", "[sleep, '5']");
     req.timeout_ms = Some(300);
     let started = std::time::Instant::now();

@@ -134,9 +134,14 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
-    /// The token file holds no token.
-    #[error("the token file {0} is empty; write a token (a long random string) into it")]
-    EmptyToken(PathBuf),
+    /// The token file is not safe to use, or holds no usable token.
+    #[error("the token file {}: {problem}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        problem: String,
+    },
     /// A certificate or key is not usable.
     #[error("TLS: {0}")]
     Tls(String),
@@ -168,18 +173,113 @@ pub enum AgentError {
     },
 }
 
-/// Reads a token file: its content without surrounding whitespace.
+/// The shortest token accepted, in bytes: `head -c 32 /dev/urandom | base64`
+/// gives 44.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// The most of a token file that is read: a token is one line.
+pub const MAX_TOKEN_FILE: usize = 4096;
+
+/// How to make a good token file, for messages.
+const MAKE_TOKEN: &str = "(umask 077; head -c 32 /dev/urandom | base64 > FILE)";
+
+/// Reads a token file, refusing one others could read or replace, and a
+/// token that is short, several lines, or not printable ASCII.
+///
+/// The file must be a regular file (a symbolic link to one is followed, as
+/// Kubernetes mounts Secrets) owned by the user kpilot runs as, with no
+/// permission for its group or others (`chmod 600`), at most
+/// [`MAX_TOKEN_FILE`] bytes, and hold one token of at least
+/// [`MIN_TOKEN_LEN`] printable ASCII characters without spaces, optionally
+/// followed by one newline. The token is used exactly as written.
 pub fn read_token(path: &std::path::Path) -> Result<String, AgentError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AgentError::Read {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let bad = |problem: String| AgentError::TokenFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let shown = path.display();
+    // Non-blocking, so that opening a FIFO does not wait for a writer; the
+    // checks below are made on the file opened, not on the name.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| AgentError::Read {
+            what: "the token file",
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| AgentError::Read {
         what: "the token file",
         path: path.to_owned(),
         source,
     })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(AgentError::EmptyToken(path.to_owned()));
+    if !meta.file_type().is_file() {
+        return Err(bad(format!(
+            "is not a regular file; write the token into a file: {}",
+            MAKE_TOKEN.replace("FILE", &shown.to_string())
+        )));
     }
-    Ok(token.to_owned())
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(bad(format!(
+            "is owned by uid {}, not by uid {me} that kpilot runs as, so another user can change it; run `chown {me} {shown}` (or make a token file of your own)",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "has mode {mode:04o}: its group or other users may read or change it; run `chmod 600 {shown}`"
+        )));
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_TOKEN_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| AgentError::Read {
+            what: "the token file",
+            path: path.to_owned(),
+            source,
+        })?;
+    if bytes.len() > MAX_TOKEN_FILE {
+        return Err(bad(format!(
+            "is larger than {} KiB; it must hold one token (one line): {}",
+            MAX_TOKEN_FILE / 1024,
+            MAKE_TOKEN.replace("FILE", &shown.to_string())
+        )));
+    }
+    let token = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if token.is_empty() {
+        return Err(bad(format!(
+            "is empty; write a token into it: {}",
+            MAKE_TOKEN.replace("FILE", &shown.to_string())
+        )));
+    }
+    if let Some(at) = token.iter().position(|b| !b.is_ascii_graphic()) {
+        let what = match token[at] {
+            b'\n' => "a second line".to_owned(),
+            b'\r' => "a carriage return".to_owned(),
+            b' ' => "a space".to_owned(),
+            b'\t' => "a tab".to_owned(),
+            b => format!("byte 0x{b:02x}"),
+        };
+        return Err(bad(format!(
+            "holds {what} at byte {}; a token is one line of printable ASCII without spaces, followed by at most one newline",
+            at + 1
+        )));
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(bad(format!(
+            "holds a token of {} bytes; a token has at least {MIN_TOKEN_LEN}: {}",
+            token.len(),
+            MAKE_TOKEN.replace("FILE", &shown.to_string())
+        )));
+    }
+    // Every byte is ASCII, checked above.
+    Ok(String::from_utf8_lossy(token).into_owned())
 }
 
 /// The SHA-256 fingerprint of a DER certificate, as `sha256:` and lowercase hex.
@@ -211,12 +311,27 @@ pub fn parse_fingerprint(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Compares two secrets in time independent of where they differ.
+/// Whether two secrets are the same, byte for byte, in time independent of
+/// where they differ (only the length may show).
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq as _;
+    a.ct_eq(b).into()
+}
+
+/// Writes a token file as a person should: mode 0600.
+#[cfg(test)]
+pub(crate) fn write_test_token(path: &std::path::Path, token: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create the token file");
+    file.write_all(token.as_bytes())
+        .expect("write the token file");
 }
 
 #[cfg(test)]
@@ -239,5 +354,9 @@ mod tests {
         assert!(same_secret(b"abc", b"abc"));
         assert!(!same_secret(b"abc", b"abd"));
         assert!(!same_secret(b"abc", b"ab"));
+        assert!(
+            !same_secret(b" abc", b"abc"),
+            "compared exactly, not trimmed"
+        );
     }
 }

@@ -233,9 +233,7 @@ async fn authenticate(
         .and_then(|v| v.strip_prefix("Bearer "));
     let reason = match given {
         None => Some("no bearer token"),
-        Some(t) if !super::same_secret(t.trim().as_bytes(), state.token.as_bytes()) => {
-            Some("wrong token")
-        }
+        Some(t) if !super::same_secret(t.as_bytes(), state.token.as_bytes()) => Some("wrong token"),
         Some(_) => None,
     };
     if let Some(reason) = reason {

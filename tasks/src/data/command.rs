@@ -3,15 +3,21 @@
 //!
 //! It runs in the run's directory with the step's environment (`PARAM_*`,
 //! `KPILOT_*`), once per run for the same argv; it must exit 0 within the
-//! check's `timeout`.
+//! check's `timeout`, and print at most [`MAX_OUTPUT`]. It is started like a
+//! step's process (see [`crate::process`]): it dies with kpilot.
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use kpilot_engine::task::OUTPUT_TAIL;
 use kpilot_engine::TaskContext;
 use serde_json::Value;
 
 use super::DataError;
+use crate::process::{self, Keep, ProcessSpec};
+
+/// The most standard output a query command may print: its JSON is parsed
+/// whole and kept with the run, so more is refused rather than held.
+pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// How much of standard error a failure shows.
 const STDERR_TAIL: usize = 2000;
@@ -38,23 +44,18 @@ pub(crate) async fn fetch(
         query: query.to_owned(),
         message,
     };
-    let Some((program, args)) = argv.split_first() else {
+    let Some(program) = argv.first() else {
         return Err(err("the command is empty".into()));
     };
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .current_dir(&ctx.workdir)
-        .envs(super::super::task::step_env(ctx))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| err(format!("cannot start `{program}`: {e}")))?;
-    let output = match tokio::time::timeout(budget, child.wait_with_output()).await {
+    let spec = ProcessSpec {
+        argv: argv.to_vec(),
+        env: super::super::task::step_env(ctx),
+        workdir: ctx.workdir.clone(),
+    };
+    let run = process::execute(&spec, Keep::Whole(MAX_OUTPUT), Keep::Tail(OUTPUT_TAIL));
+    let output = match tokio::time::timeout(budget, run).await {
         Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(err(format!("`{program}`: {e}"))),
+        Ok(Err(e)) => return Err(err(e.to_string())),
         Err(_) => {
             return Err(err(format!(
                 "`{program}` did not finish within {:.1}s (the check's timeout)",
@@ -65,7 +66,7 @@ pub(crate) async fn fetch(
     if !output.status.success() {
         let how = match output.status.code() {
             Some(code) => format!("exited with {code}"),
-            None => "was killed by a signal".to_owned(),
+            None => format!("was killed by {}", process::signal_of(&output.status)),
         };
         let stderr = tail(&output.stderr);
         return Err(err(if stderr.is_empty() {

@@ -404,12 +404,14 @@ fn offenders(report: &DropReport, json: &serde_json::Value, expr: &Expr) -> Stri
     out
 }
 
-/// The first `max` bytes of `text`, cut at a line, with a note of what was left out.
+/// The first `max` bytes of `text` at most, cut after a line (or, for one long
+/// line, before a character: never inside one), with a note of what was left out.
 fn head(text: String, max: usize) -> Vec<u8> {
     if text.len() <= max {
         return text.into_bytes();
     }
-    let cut = text[..max].rfind('\n').map_or(0, |i| i + 1);
+    let within = &text[..char_floor(&text, max)];
+    let cut = within.rfind('\n').map_or(within.len(), |i| i + 1);
     let mut out = text[..cut].to_owned();
     let _ = writeln!(
         out,
@@ -417,6 +419,19 @@ fn head(text: String, max: usize) -> Vec<u8> {
         text.len() - cut
     );
     out.into_bytes()
+}
+
+/// The largest char boundary of `text` at or before byte `at` (what the
+/// unstable `str::floor_char_boundary` does).
+fn char_floor(text: &str, at: usize) -> usize {
+    if at >= text.len() {
+        return text.len();
+    }
+    // A UTF-8 character is at most 4 bytes: a boundary is at most 3 back.
+    (at.saturating_sub(3)..=at)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 /// Why a trace could not run.
@@ -571,6 +586,29 @@ fn trace_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_report_is_cut_on_a_char_boundary_however_long_its_text() {
+        // Interface names and other text of 2, 3 and 4 bytes a character,
+        // the cut falling at every byte of them.
+        for c in ['é', '网', '🦀'] {
+            let name: String = std::iter::repeat_n(c, 9).collect();
+            let text = format!("NO_SOCKET at tcp_v4_rcv ({name}) x3\n{name}{name}\n");
+            for max in 1..text.len() {
+                let out = String::from_utf8(head(text.clone(), max)).expect("UTF-8");
+                let (kept, note) = out.split_once("... ").expect("a note");
+                assert!(text.starts_with(kept), "{max}: {kept:?}");
+                assert!(kept.len() <= max, "{max}: kept {} bytes", kept.len());
+                assert!(note.contains("more bytes"), "{note}");
+                if text.as_bytes()[..max].contains(&b'\n') {
+                    assert!(kept.ends_with('\n'), "cut after a line: {kept:?}");
+                }
+            }
+        }
+        assert_eq!(head("short\n".to_owned(), 100), b"short\n");
+        assert_eq!(char_floor("aé", 2), 1);
+        assert_eq!(char_floor("aé", 3), 3);
+    }
 
     fn parse(yaml: &str) -> Result<Arc<dyn Task>, String> {
         let body: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
