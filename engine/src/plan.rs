@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dag::Dag;
-use crate::expr::Expr;
 use crate::id::StepId;
 use crate::task::Task;
 use crate::validate::{Invalid, Problem};
 use crate::workflow::{NeedOn, Phase, WorkflowSource};
+use kpilot_expr::Expr;
 
 /// A workflow that passed validation: steps resolved to indices, expressions
 /// compiled, bodies parsed.
@@ -54,6 +54,9 @@ pub struct PlannedParam {
     /// What it means.
     pub description: Option<String>,
 }
+
+/// The variables a `when` sees: the run's params and the upstream steps.
+pub const WHEN_VARIABLES: [&str; 2] = ["params", "steps"];
 
 /// One validated step.
 #[derive(Debug, Clone)]

@@ -6,10 +6,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kpilot_expr::Expr;
+
 use crate::dag::Dag;
-use crate::expr::Expr;
 use crate::id::StepId;
-use crate::plan::{Body, FanOut, Need, Plan, PlannedParam, PlannedStep, RetryPolicy};
+use crate::plan::{
+    Body, FanOut, Need, Plan, PlannedParam, PlannedStep, RetryPolicy, WHEN_VARIABLES,
+};
 use crate::task::{ParseContext, TaskRegistry};
 use crate::workflow::{
     NeedOn, NeedSpec, Phase, StepSpec, Workflow, WorkflowSource, API_VERSION, KIND, STEP_FIELDS,
@@ -303,13 +306,17 @@ impl Validator<'_> {
                     );
                 }
             }
-            let when = p.spec.when.as_deref().and_then(|w| match Expr::compile(w) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    self.step_problem(id, "when", format!("not a valid CEL expression: {e}"));
-                    None
-                }
-            });
+            let when =
+                p.spec
+                    .when
+                    .as_deref()
+                    .and_then(|w| match Expr::compile(w, &WHEN_VARIABLES) {
+                        Ok(e) => Some(e),
+                        Err(e) => {
+                            self.step_problem(id, "when", e.to_string());
+                            None
+                        }
+                    });
             let executor = p
                 .spec
                 .executor

@@ -25,7 +25,7 @@ use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
 use serde_json::{json, Value};
 
 use crate::data::{Cluster, Query};
-use crate::expr::{Expr, MessageTemplate, Scope};
+use kpilot_expr::{Expr, ExprError, MessageTemplate, Scope};
 
 /// How long a query retries an unreachable cluster unless `timeout` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -134,7 +134,31 @@ impl TaskKind for CheckKind {
             Some(_) => return Err("`check.expect` must be a CEL expression in a string".into()),
             None => return Err(format!("`check.expect` is missing; {HINT}")),
         };
-        let expect = Expr::compile(&expect).map_err(|e| format!("check.expect: {e}"))?;
+        let for_each = match map.get("forEach") {
+            None => false,
+            Some(serde_yaml::Value::Bool(b)) => *b,
+            Some(_) => return Err("`check.forEach` must be true or false".into()),
+        };
+        let vars: &[&str] = if for_each {
+            &["params", "data", "item"]
+        } else {
+            &["params", "data"]
+        };
+        let refused = |field: &str, e: ExprError| {
+            let reads_item = match &e {
+                ExprError::UnknownVariable { name, .. } => name == "item",
+                ExprError::Hole { error, .. } => {
+                    matches!(&**error, ExprError::UnknownVariable { name, .. } if name == "item")
+                }
+                _ => false,
+            };
+            if reads_item {
+                format!("{field}: {e} (`item` is each element under `forEach: true`)")
+            } else {
+                format!("{field}: {e}")
+            }
+        };
+        let expect = Expr::compile(&expect, vars).map_err(|e| refused("check.expect", e))?;
         let severity = match map.get("severity").map(|s| s.as_str()) {
             None | Some(Some("error")) => Severity::Error,
             Some(Some("warning")) => Severity::Warning,
@@ -149,29 +173,9 @@ impl TaskKind for CheckKind {
         let message = match map.get("message") {
             None | Some(serde_yaml::Value::Null) => None,
             Some(serde_yaml::Value::String(s)) => {
-                Some(MessageTemplate::compile(s).map_err(|e| format!("check.message: {e}"))?)
+                Some(MessageTemplate::compile(s, vars).map_err(|e| refused("check.message", e))?)
             }
             Some(_) => return Err("`check.message` must be a string".into()),
-        };
-        let exprs = std::iter::once(("check.expect", &expect)).chain(
-            message
-                .iter()
-                .flat_map(|m| m.exprs().map(|e| ("check.message", e))),
-        );
-        for (field, expr) in exprs {
-            if let Some(f) = expr.unknown_functions().first() {
-                return Err(format!(
-                    "{field}: `{}` calls `{f}()`, which is neither a CEL function nor one of kpilot's \
-                     (v, versionCompare, versionAtLeast, major, minor, patch, versionPart, quantity, find, findAll); \
-                     see docs/checks.md",
-                    expr.source()
-                ));
-            }
-        }
-        let for_each = match map.get("forEach") {
-            None => false,
-            Some(serde_yaml::Value::Bool(b)) => *b,
-            Some(_) => return Err("`check.forEach` must be true or false".into()),
         };
         let min_items = match map.get("minItems") {
             None => 0,
@@ -248,7 +252,7 @@ impl Check {
             errors: Vec::new(),
             too_few: None,
         };
-        let judge = |scope: &Scope, name: String, verdict: &mut Verdict| {
+        let judge = |scope: &Scope, name: String, item: &Value, verdict: &mut Verdict| {
             verdict.total += 1;
             match self.expect.eval_bool(scope) {
                 Ok(true) => {}
@@ -261,12 +265,12 @@ impl Check {
                 }
                 Err(e) => verdict.errors.push(Miss {
                     name,
-                    message: e.to_string(),
+                    message: with_field(item, e.why()),
                 }),
             }
         };
         if !self.for_each {
-            judge(&scope, what.to_owned(), &mut verdict);
+            judge(&scope, what.to_owned(), data, &mut verdict);
             return Ok(verdict);
         }
         let items: Vec<(String, &Value)> = match data {
@@ -291,7 +295,7 @@ impl Check {
         let count = items.len();
         for (name, item) in items {
             scope.set("item", item);
-            judge(&scope, name, &mut verdict);
+            judge(&scope, name, item, &mut verdict);
         }
         if (count as u64) < self.min_items {
             verdict.too_few = Some(format!(
@@ -300,6 +304,24 @@ impl Check {
             ));
         }
         Ok(verdict)
+    }
+}
+
+/// `why`, led by the field of `item` that holds the text it quotes: kpilot's functions
+/// quote the value they refuse (`"kwok-0.7.0" is not a version`), and naming where it
+/// came from (`kubeletVersion "kwok-0.7.0" is not a version`) saves a look at the data.
+fn with_field(item: &Value, why: String) -> String {
+    let Value::Object(fields) = item else {
+        return why;
+    };
+    let field = fields.iter().find_map(|(key, value)| {
+        let text = value.as_str()?;
+        why.starts_with(&Value::String(text.to_owned()).to_string())
+            .then_some(key)
+    });
+    match field {
+        Some(key) => format!("{key} {why}"),
+        None => why,
     }
 }
 
