@@ -660,6 +660,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unevaluable_expectation_is_said_once_then_each_item_and_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(
+            dir.path(),
+            r#"[{"name": "worker-1", "kubeletVersion": "kwok-0.7.0"},
+                {"name": "worker-2", "kubeletVersion": "latest"},
+                {"name": "worker-3", "kubeletVersion": "v1.31.0"}]"#,
+        );
+        let expect =
+            "v(item.kubeletVersion) >= v('1.30') && v(item.kubeletVersion) <= v(params.to + '.99')";
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, expect: \"{expect}\"}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert_eq!(reason.matches(expect).count(), 1, "{reason}");
+        assert!(
+            reason.contains("could not be evaluated for 2 of 3 items")
+                && reason.contains(r#"worker-1: kubeletVersion "kwok-0.7.0" is not a version"#)
+                && reason.contains(r#"worker-2: kubeletVersion "latest" is not a version"#),
+            "{reason}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches(expect).count(), 1, "{stdout}");
+        assert!(
+            stdout.contains(r#"error worker-1: kubeletVersion "kwok-0.7.0" is not a version"#),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn item_needs_for_each_and_names_are_checked_in_messages() {
+        let e = parse("{query: cluster.nodes, expect: item.ready}").expect_err("no forEach");
+        assert!(
+            e.contains("check.expect: reads `item`") && e.contains("forEach: true"),
+            "{e}"
+        );
+        let e = parse("{query: cluster.nodes, forEach: true, expect: item.ready, message: '{{nod.name}} is down'}")
+            .expect_err("typo");
+        assert!(
+            e.contains("check.message")
+                && e.contains("reads `nod`")
+                && e.contains("params, data and item"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_failing_command_fails_the_check() {
         let dir = tempfile::tempdir().expect("tempdir");
         let task = parse(
