@@ -316,12 +316,11 @@ pub fn walk(root: &IdedExpr) -> Shape {
         shape.depth = shape.depth.max(depth);
         let next = depth + 1;
         match &node.expr {
-            Node::Unspecified | Node::Literal(_) => {}
-            Node::Ident(name) => {
-                if !name.starts_with('@') && !is_bound(&scope, name) {
-                    shape.variables.insert(name.clone());
-                }
+            // `@result` and the like are the macros' own.
+            Node::Ident(name) if !name.starts_with('@') && !is_bound(&scope, name) => {
+                shape.variables.insert(name.clone());
             }
+            Node::Unspecified | Node::Literal(_) | Node::Ident(_) => {}
             Node::Select(select) => stack.push((&select.operand, next, scope)),
             Node::Call(call) => {
                 shape.functions.insert(call.func_name.clone());
