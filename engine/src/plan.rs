@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kpilot_expr::Expr;
+
 use crate::dag::Dag;
 use crate::id::StepId;
 use crate::task::Task;
 use crate::validate::{Invalid, Problem};
 use crate::workflow::{NeedOn, Phase, WorkflowSource};
-use kpilot_expr::Expr;
 
 /// A workflow that passed validation: steps resolved to indices, expressions
 /// compiled, bodies parsed.
@@ -54,9 +55,6 @@ pub struct PlannedParam {
     /// What it means.
     pub description: Option<String>,
 }
-
-/// The variables a `when` sees: the run's params and the upstream steps.
-pub const WHEN_VARIABLES: [&str; 2] = ["params", "steps"];
 
 /// One validated step.
 #[derive(Debug, Clone)]

@@ -6,13 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kpilot_expr::Expr;
-
 use crate::dag::Dag;
 use crate::id::StepId;
-use crate::plan::{
-    Body, FanOut, Need, Plan, PlannedParam, PlannedStep, RetryPolicy, WHEN_VARIABLES,
-};
+use crate::plan::{Body, FanOut, Need, Plan, PlannedParam, PlannedStep, RetryPolicy};
 use crate::task::{ParseContext, TaskRegistry};
 use crate::workflow::{
     NeedOn, NeedSpec, Phase, StepSpec, Workflow, WorkflowSource, API_VERSION, KIND, STEP_FIELDS,
@@ -158,6 +154,11 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     } else {
         text
     }
+}
+
+/// A step's `when`, which sees the run's params and the upstream steps.
+fn compile_when(text: &str) -> Result<kpilot_expr::Expr, kpilot_expr::ExprError> {
+    kpilot_expr::Expr::compile(text, &["params", "steps"])
 }
 
 struct Validator<'a> {
@@ -306,17 +307,13 @@ impl Validator<'_> {
                     );
                 }
             }
-            let when =
-                p.spec
-                    .when
-                    .as_deref()
-                    .and_then(|w| match Expr::compile(w, &WHEN_VARIABLES) {
-                        Ok(e) => Some(e),
-                        Err(e) => {
-                            self.step_problem(id, "when", e.to_string());
-                            None
-                        }
-                    });
+            let when = p.spec.when.as_deref().and_then(|w| match compile_when(w) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    self.step_problem(id, "when", e.to_string());
+                    None
+                }
+            });
             let executor = p
                 .spec
                 .executor
