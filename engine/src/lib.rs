@@ -6,7 +6,7 @@
 //! registers in a [`task::TaskRegistry`].
 //!
 //! - [`workflow`]: the YAML model; [`validate`]: from text to a [`Plan`].
-//! - [`dag`]: the step graph; [`expr`]: CEL conditions.
+//! - [`dag`]: the step graph; `when` conditions are [`kpilot_expr::Expr`]s.
 //! - [`store`]: one sled database per run; [`state`]: what it keeps.
 //! - [`scheduler`]: drives a run; [`executor`]: where attempts run.
 //!
@@ -32,7 +32,6 @@
 pub mod dag;
 pub mod duration;
 pub mod executor;
-pub mod expr;
 pub mod id;
 pub mod plan;
 pub mod scheduler;

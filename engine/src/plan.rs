@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kpilot_expr::Expr;
+
 use crate::dag::Dag;
-use crate::expr::Expr;
 use crate::id::StepId;
 use crate::task::Task;
 use crate::validate::{Invalid, Problem};

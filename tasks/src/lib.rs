@@ -3,7 +3,7 @@
 //! Each kind lives in [`task`] and is registered by [`registry`]: `command`
 //! (an argv, never through a shell), `script` (a source run by an
 //! interpreter), `check` (data read through a [`data`] driver, judged by a CEL
-//! expectation with [`expr`]'s functions) and `trace` (packet drops traced
+//! expectation with kpilot's functions, [`kpilot_expr`]) and `trace` (packet drops traced
 //! with eBPF, judged by CEL).
 //! Processes are started by [`process`], which owns their process groups so
 //! that a timeout or a stop kills everything they started.
@@ -11,13 +11,10 @@
 pub mod agent;
 pub mod data;
 pub mod executor;
-pub mod expr;
 pub mod node;
 pub mod params;
 pub mod process;
-pub mod quantity;
 pub mod task;
-pub mod version;
 
 use std::sync::Arc;
 

@@ -3,6 +3,7 @@
 //! runs: all traffic stays between namespaces the test made (10.213.0.0/24).
 
 mod auth;
+mod cel;
 mod checks;
 mod cluster_nodes;
 mod fleet;

@@ -424,7 +424,9 @@ impl<'o> Scheduler<'o> {
         }
         if let Some(when) = &step.when {
             let steps = self.steps_json(i);
-            match when.eval_bool(&[("params", &self.params_json), ("steps", &steps)]) {
+            let scope =
+                kpilot_expr::Scope::with(&[("params", &self.params_json), ("steps", &steps)]);
+            match when.eval_bool(&scope) {
                 Ok(true) => {}
                 Ok(false) => {
                     r.state = StepState::Skipped;

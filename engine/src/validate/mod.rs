@@ -18,7 +18,6 @@ use serde_yaml::{Mapping, Value};
 pub use crate::duration::parse_duration;
 
 use crate::dag::Dag;
-use crate::expr::Expr;
 use crate::id::StepId;
 use crate::plan::{
     param_env_name, Body, FanOut, Need, Placement, Plan, PlannedParam, PlannedStep, RetryPolicy,
@@ -252,6 +251,11 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
 /// it, unknown ids get no suggestion, so that a huge workflow full of
 /// unknown needs is still judged in moments.
 const SUGGEST_BUDGET: usize = 200_000;
+
+/// A step's `when`, which sees the run's params and the upstream steps.
+fn compile_when(text: &str) -> Result<kpilot_expr::Expr, kpilot_expr::ExprError> {
+    kpilot_expr::Expr::compile(text, &["params", "steps"])
+}
 
 struct Validator<'a> {
     source: &'a WorkflowSource,
@@ -532,10 +536,10 @@ impl Validator<'_> {
                     );
                 }
             }
-            let when = p.when.as_deref().and_then(|w| match Expr::compile(w) {
+            let when = p.when.as_deref().and_then(|w| match compile_when(w) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    self.at(&at, "when", format!("not a valid CEL expression: {e}"));
+                    self.at(&at, "when", e.to_string());
                     None
                 }
             });

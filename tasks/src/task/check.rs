@@ -25,7 +25,7 @@ use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
 use serde_json::{json, Value};
 
 use crate::data::{Cluster, Query};
-use crate::expr::{Expr, MessageTemplate, Scope};
+use kpilot_expr::{Expr, ExprError, MessageTemplate, Scope};
 
 /// How long a query retries an unreachable cluster unless `timeout` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -135,7 +135,31 @@ impl TaskKind for CheckKind {
             Some(_) => return Err("`check.expect` must be a CEL expression in a string".into()),
             None => return Err(format!("`check.expect` is missing; {HINT}")),
         };
-        let expect = Expr::compile(&expect).map_err(|e| format!("check.expect: {e}"))?;
+        let for_each = match map.get("forEach") {
+            None => false,
+            Some(serde_yaml::Value::Bool(b)) => *b,
+            Some(_) => return Err("`check.forEach` must be true or false".into()),
+        };
+        let vars: &[&str] = if for_each {
+            &["params", "data", "item"]
+        } else {
+            &["params", "data"]
+        };
+        let refused = |field: &str, e: ExprError| {
+            let reads_item = match &e {
+                ExprError::UnknownVariable { name, .. } => name == "item",
+                ExprError::Hole { error, .. } => {
+                    matches!(&**error, ExprError::UnknownVariable { name, .. } if name == "item")
+                }
+                _ => false,
+            };
+            if reads_item {
+                format!("{field}: {e} (`item` is each element under `forEach: true`)")
+            } else {
+                format!("{field}: {e}")
+            }
+        };
+        let expect = Expr::compile(&expect, vars).map_err(|e| refused("check.expect", e))?;
         let severity = match map.get("severity").map(|s| s.as_str()) {
             None | Some(Some("error")) => Severity::Error,
             Some(Some("warning")) => Severity::Warning,
@@ -150,29 +174,9 @@ impl TaskKind for CheckKind {
         let message = match map.get("message") {
             None | Some(serde_yaml::Value::Null) => None,
             Some(serde_yaml::Value::String(s)) => {
-                Some(MessageTemplate::compile(s).map_err(|e| format!("check.message: {e}"))?)
+                Some(MessageTemplate::compile(s, vars).map_err(|e| refused("check.message", e))?)
             }
             Some(_) => return Err("`check.message` must be a string".into()),
-        };
-        let exprs = std::iter::once(("check.expect", &expect)).chain(
-            message
-                .iter()
-                .flat_map(|m| m.exprs().map(|e| ("check.message", e))),
-        );
-        for (field, expr) in exprs {
-            if let Some(f) = expr.unknown_functions().first() {
-                return Err(format!(
-                    "{field}: `{}` calls `{f}()`, which is neither a CEL function nor one of kpilot's \
-                     (v, versionCompare, versionAtLeast, major, minor, patch, versionPart, quantity, find, findAll); \
-                     see docs/checks.md",
-                    expr.source()
-                ));
-            }
-        }
-        let for_each = match map.get("forEach") {
-            None => false,
-            Some(serde_yaml::Value::Bool(b)) => *b,
-            Some(_) => return Err("`check.forEach` must be true or false".into()),
         };
         let min_items = match map.get("minItems") {
             None => 0,
@@ -249,7 +253,7 @@ impl Check {
             errors: Vec::new(),
             too_few: None,
         };
-        let judge = |scope: &Scope, name: String, verdict: &mut Verdict| {
+        let judge = |scope: &Scope, name: String, item: &Value, verdict: &mut Verdict| {
             verdict.total += 1;
             match self.expect.eval_bool(scope) {
                 Ok(true) => {}
@@ -262,12 +266,12 @@ impl Check {
                 }
                 Err(e) => verdict.errors.push(Miss {
                     name,
-                    message: e.to_string(),
+                    message: with_field(item, e.why()),
                 }),
             }
         };
         if !self.for_each {
-            judge(&scope, what.to_owned(), &mut verdict);
+            judge(&scope, what.to_owned(), data, &mut verdict);
             return Ok(verdict);
         }
         let items: Vec<(String, &Value)> = match data {
@@ -292,7 +296,7 @@ impl Check {
         let count = items.len();
         for (name, item) in items {
             scope.set("item", item);
-            judge(&scope, name, &mut verdict);
+            judge(&scope, name, item, &mut verdict);
         }
         if (count as u64) < self.min_items {
             verdict.too_few = Some(format!(
@@ -301,6 +305,24 @@ impl Check {
             ));
         }
         Ok(verdict)
+    }
+}
+
+/// `why`, led by the field of `item` that holds the text it quotes: kpilot's functions
+/// quote the value they refuse (`"kwok-0.7.0" is not a version`), and naming where it
+/// came from (`kubeletVersion "kwok-0.7.0" is not a version`) saves a look at the data.
+fn with_field(item: &Value, why: String) -> String {
+    let Value::Object(fields) = item else {
+        return why;
+    };
+    let field = fields.iter().find_map(|(key, value)| {
+        let text = value.as_str()?;
+        why.starts_with(&Value::String(text.to_owned()).to_string())
+            .then_some(key)
+    });
+    match field {
+        Some(key) => format!("{key} {why}"),
+        None => why,
     }
 }
 
@@ -635,6 +657,55 @@ mod tests {
         assert!(
             reason.contains("could not be evaluated") && reason.contains("kwok-0.7.0"),
             "{reason}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unevaluable_expectation_is_said_once_then_each_item_and_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let query = script(
+            dir.path(),
+            r#"[{"name": "worker-1", "kubeletVersion": "kwok-0.7.0"},
+                {"name": "worker-2", "kubeletVersion": "latest"},
+                {"name": "worker-3", "kubeletVersion": "v1.31.0"}]"#,
+        );
+        let expect =
+            "v(item.kubeletVersion) >= v('1.30') && v(item.kubeletVersion) <= v(params.to + '.99')";
+        let task = parse(&format!(
+            "{{query: {query}}}, forEach: true, expect: \"{expect}\"}}"
+        ))
+        .expect("parses");
+        let out = task.run(&ctx(dir.path())).await;
+        let reason = out.failure.expect("fails");
+        assert_eq!(reason.matches(expect).count(), 1, "{reason}");
+        assert!(
+            reason.contains("could not be evaluated for 2 of 3 items")
+                && reason.contains(r#"worker-1: kubeletVersion "kwok-0.7.0" is not a version"#)
+                && reason.contains(r#"worker-2: kubeletVersion "latest" is not a version"#),
+            "{reason}"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches(expect).count(), 1, "{stdout}");
+        assert!(
+            stdout.contains(r#"error worker-1: kubeletVersion "kwok-0.7.0" is not a version"#),
+            "{stdout}"
+        );
+    }
+
+    #[test]
+    fn item_needs_for_each_and_names_are_checked_in_messages() {
+        let e = parse("{query: cluster.nodes, expect: item.ready}").expect_err("no forEach");
+        assert!(
+            e.contains("check.expect: reads `item`") && e.contains("forEach: true"),
+            "{e}"
+        );
+        let e = parse("{query: cluster.nodes, forEach: true, expect: item.ready, message: '{{nod.name}} is down'}")
+            .expect_err("typo");
+        assert!(
+            e.contains("check.message")
+                && e.contains("reads `nod`")
+                && e.contains("params, data and item"),
+            "{e}"
         );
     }
 

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kpilot_bpf::report::tuple;
 use kpilot_bpf::{DropFilter, DropGroup, DropReport, DropTracer, TraceConfig, TraceError};
-use kpilot_engine::expr::Expr;
 use kpilot_engine::task::OUTPUT_TAIL;
 use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
+use kpilot_expr::{Expr, Scope};
 use tokio::sync::mpsc;
 
 /// The `trace` kind.
@@ -45,6 +45,9 @@ pub const OUTPUT_GROUPS: usize = 200;
 
 /// How often the blocking loop looks at the cancel flag, at the latest.
 const POLL: Duration = Duration::from_millis(100);
+
+/// What `expect` sees: the drop groups and the whole report.
+pub const EXPECT_VARIABLES: [&str; 2] = ["drops", "report"];
 
 /// How many of the offending groups a failure names.
 const NAMED_GROUPS: usize = 3;
@@ -245,11 +248,10 @@ impl TaskKind for TraceKind {
                 }
                 Some("expect") => {
                     let text = yaml_str(value, "expect", "a CEL expression")?;
-                    let expr = Expr::compile(text).map_err(|e| {
+                    let expr = Expr::compile(text, &EXPECT_VARIABLES).map_err(|e| {
                         format!(
-                            "`trace.expect` is not a valid CEL expression: {e}; it sees `drops` \
-                             (the drop groups) and `report`, e.g. \
-                             `!drops.exists(d, d.reason == 'NETFILTER_DROP')`"
+                            "`trace.expect`: {e}; it sees `drops` (the drop groups) and \
+                             `report`, e.g. `!drops.exists(d, d.reason == 'NETFILTER_DROP')`"
                         )
                     })?;
                     trace.expect = Some(expr);
@@ -309,7 +311,7 @@ pub fn judge(report: &DropReport, expect: Option<&Expr>, stacks: bool) -> TaskOu
     }
     let failure = expect.and_then(|expr| {
         let drops = &json["drops"];
-        match expr.eval_bool(&[("drops", drops), ("report", &json)]) {
+        match expr.eval_bool(&Scope::with(&[("drops", drops), ("report", &json)])) {
             Ok(true) => None,
             Ok(false) => Some(format!(
                 "expectation `{}` is false; {}",
@@ -379,7 +381,7 @@ fn offenders(report: &DropReport, json: &serde_json::Value, expr: &Expr) -> Stri
     let mut named: Vec<&DropGroup> = Vec::new();
     for (g, gj) in report.drops.iter().zip(groups) {
         let alone = serde_json::Value::Array(vec![gj.clone()]);
-        if expr.eval_bool(&[("drops", &alone), ("report", json)]) == Ok(false) {
+        if expr.eval_bool(&Scope::with(&[("drops", &alone), ("report", json)])) == Ok(false) {
             named.push(g);
             if named.len() == NAMED_GROUPS {
                 break;
@@ -685,6 +687,7 @@ mod tests {
     fn the_expectation_decides_and_names_offenders() {
         let expr = Expr::compile(
             "!drops.exists(d, d.reason == 'NETFILTER_DROP' && d.dst.startsWith('10.244.'))",
+            &EXPECT_VARIABLES,
         )
         .expect("compiles");
         let r = report(
@@ -708,8 +711,11 @@ mod tests {
 
         let ok = report(vec![group("NO_SOCKET", "10.244.0.9", 1)], 0);
         assert_eq!(judge(&ok, Some(&expr), true).failure, None);
-        let size = Expr::compile("size(drops.filter(d, d.reason == 'NETFILTER_DROP')) == 0")
-            .expect("compiles");
+        let size = Expr::compile(
+            "size(drops.filter(d, d.reason == 'NETFILTER_DROP')) == 0",
+            &EXPECT_VARIABLES,
+        )
+        .expect("compiles");
         assert_eq!(judge(&ok, Some(&size), false).failure, None);
         assert!(judge(&r, Some(&size), false).failure.is_some());
         assert_eq!(judge(&r, None, false).failure, None);
@@ -717,14 +723,14 @@ mod tests {
 
     #[test]
     fn lost_events_are_never_silent() {
-        let expr = Expr::compile("size(drops) == 0").expect("compiles");
+        let expr = Expr::compile("size(drops) == 0", &EXPECT_VARIABLES).expect("compiles");
         let r = report(vec![group("NETFILTER_DROP", "10.0.0.1", 1)], 7);
         let out = judge(&r, Some(&expr), true);
         let failure = out.failure.expect("fails");
         assert!(failure.contains("7 matching drops were lost"), "{failure}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("7 matching drops were lost"));
         assert_eq!(out.output.expect("output")["lost"], 7);
-        let passing = Expr::compile("report.lost > 0").expect("compiles");
+        let passing = Expr::compile("report.lost > 0", &EXPECT_VARIABLES).expect("compiles");
         let out = judge(&r, Some(&passing), true);
         assert_eq!(out.failure, None);
         assert!(String::from_utf8_lossy(&out.stderr).contains("lost"));
@@ -732,7 +738,7 @@ mod tests {
 
     #[test]
     fn a_non_boolean_expectation_fails_the_step() {
-        let expr = Expr::compile("size(drops)").expect("compiles");
+        let expr = Expr::compile("size(drops)", &EXPECT_VARIABLES).expect("compiles");
         let out = judge(&report(vec![], 0), Some(&expr), true);
         assert!(out.failure.expect("fails").contains("trace.expect"));
     }

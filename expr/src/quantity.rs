@@ -2,7 +2,7 @@
 
 /// Why a text is not a quantity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a Kubernetes quantity: {why}")]
+#[error("{} is not a Kubernetes quantity: {}", crate::quoted(.text), .why)]
 pub struct QuantityError {
     /// The text as given.
     pub text: String,

@@ -21,7 +21,7 @@ use std::fmt;
 
 /// Why a text is not a version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a version: {why}")]
+#[error("{} is not a version: {}", crate::quoted(.text), .why)]
 pub struct VersionError {
     /// The text as given.
     pub text: String,
