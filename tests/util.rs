@@ -193,3 +193,43 @@ impl Drop for Reap {
         }
     }
 }
+
+/// SIGKILL of a kpilot process, then a wait until its guardian has killed
+/// the steps' processes and gone (it exits when they are): only then does a
+/// person look at the run.
+pub fn kill_9_and_wait_for_guardians(mut child: std::process::Child) {
+    let guardians = children_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    for pid in guardians {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while is_guardian(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+/// The pids of a process's children (its guardian among them).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Whether `pid` is (still) a kpilot guardian process.
+fn is_guardian(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.windows(17).any(|w| w == b"__kpilot-guardian"))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}

@@ -92,16 +92,8 @@ kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
         } else {
             // kpilot's guardian kills the steps' processes when kpilot dies;
             // a person looks only once it is done (it exits when they are gone).
-            let guardians = children_of(child.id());
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
+            crate::util::kill_9_and_wait_for_guardians(child);
             kills += 1;
-            for pid in guardians {
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while is_guardian(pid) && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
         }
         // The person looks at each interrupted step and decides from its effect.
         args = vec!["resume".into(), "r".into()];
@@ -154,28 +146,3 @@ kptest!(kill_9_at_random_moments_loses_nothing, |dir| {
         retried.len()
     );
 });
-
-/// The pids of a process's children (its guardian among them).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// Whether `pid` is (still) a kpilot guardian process.
-fn is_guardian(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| c.windows(17).any(|w| w == b"__kpilot-guardian"))
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z")
-}

@@ -3,7 +3,7 @@
 //! it names — and the run goes on, for a step caught running and for one
 //! already held as interrupted.
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use rand::Rng as _;
@@ -43,21 +43,7 @@ fn kill_9_once(dir: &Dir, args: &[&str], file: &str) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    kill_and_wait_for_guardians(child);
-}
-
-/// SIGKILL, then wait until kpilot's guardian has killed the step's
-/// processes and gone: only then does a person look.
-fn kill_and_wait_for_guardians(mut child: Child) {
-    let guardians = children_of(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    for pid in guardians {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    crate::util::kill_9_and_wait_for_guardians(child);
 }
 
 /// The commands kpilot printed for a person to run (`    kpilot …` lines),
@@ -237,7 +223,7 @@ kptest!(
             }
             let printed = match code {
                 None => {
-                    kill_and_wait_for_guardians(child);
+                    crate::util::kill_9_and_wait_for_guardians(child);
                     kills += 1;
                     None
                 }
@@ -334,27 +320,6 @@ kptest!(
         eprintln!("kills {kills}, plain resumes {plain}, retried {retried}, skipped {skipped}");
     }
 );
-
-/// The pids of a process's children (its guardian among them).
-fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
-/// Whether `pid` is a live (not zombie) process.
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z"))
-}
 
 kptest!(r8_gate_and_approval_commands_work_as_printed, |dir| {
     dir.write(
