@@ -118,12 +118,7 @@ pub fn classify(e: &anyhow::Error) -> Exit {
     if e.downcast_ref::<Usage>().is_some() || e.downcast_ref::<Invalid>().is_some() {
         return Exit::BadInput;
     }
-    let store =
-        e.downcast_ref::<StoreError>()
-            .or_else(|| match e.downcast_ref::<SchedulerError>() {
-                Some(SchedulerError::Store(s)) => Some(s),
-                _ => None,
-            });
+    let store = store_error(e);
     match store {
         Some(
             StoreError::NoSuchRun { .. }
@@ -142,15 +137,19 @@ pub fn classify(e: &anyhow::Error) -> Exit {
     Exit::Internal
 }
 
+/// The store's error inside `e`, whether the store or the scheduler said it.
+fn store_error(e: &anyhow::Error) -> Option<&StoreError> {
+    e.downcast_ref::<StoreError>()
+        .or_else(|| match e.downcast_ref::<SchedulerError>() {
+            Some(SchedulerError::Store(s)) => Some(s),
+            _ => None,
+        })
+}
+
 /// What a person can run next after an error, in kpilot's own words (the
 /// libraries say what happened; only the CLI knows its verbs).
 pub fn hint(e: &anyhow::Error) -> Option<String> {
-    let store =
-        e.downcast_ref::<StoreError>()
-            .or_else(|| match e.downcast_ref::<SchedulerError>() {
-                Some(SchedulerError::Store(s)) => Some(s),
-                _ => None,
-            });
+    let store = store_error(e);
     match store {
         Some(StoreError::NoSuchRun { .. }) => {
             return Some("`kpilot runs` lists the runs there".into())
