@@ -9,6 +9,7 @@
 //! that a timeout or a stop kills everything they started.
 
 pub mod agent;
+pub mod apis;
 pub mod data;
 pub mod executor;
 pub mod node;
