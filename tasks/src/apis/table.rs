@@ -15,7 +15,7 @@ const BUILTIN: &str = include_str!("../../../workflows/catalog/api-versions.yaml
 pub struct ApiVersionRow {
     /// The apiVersion, e.g. `extensions/v1beta1`.
     pub version: String,
-    /// The kind, e.g. `Deployment`.
+    /// The kind, e.g. `Deployment`; empty: every kind of `version`.
     pub kind: String,
     /// The release that deprecated it; `None`: never.
     pub deprecated_in: Option<Version>,
@@ -78,7 +78,7 @@ impl ApiVersionTable {
     }
 
     /// A table from `text`; `file` names it in errors. Rows are checked one by one: a missing
-    /// version or kind, a release that is not `v1.16.0`-style, or a second row for the same
+    /// version, a release that is not `v1.16.0`-style, or a second row for the same
     /// version and kind is an error naming the file and the row.
     pub fn parse(text: &str, file: &str) -> Result<Self, ApiError> {
         let raw: RawTable = serde_yaml::from_str(text).map_err(|source| ApiError::TableSyntax {
@@ -96,9 +96,9 @@ impl ApiVersionTable {
                 kind: r.kind.clone(),
                 problem,
             };
-            if r.version.trim().is_empty() || r.kind.trim().is_empty() {
+            if r.version.trim().is_empty() {
                 return Err(bad(
-                    "`version` and `kind` are required (e.g. version: extensions/v1beta1, kind: Deployment)"
+                    "`version` is required (e.g. version: extensions/v1beta1, kind: Deployment)"
                         .to_string(),
                 ));
             }
@@ -162,11 +162,15 @@ impl ApiVersionTable {
         }
     }
 
-    /// The row for `api_version` and `kind`, if the table has one.
+    /// The row for `api_version` and `kind`, if the table has one; else the row for
+    /// `api_version` with an empty kind (pluto's istio rows: every kind of that apiVersion).
     pub fn lookup(&self, api_version: &str, kind: &str) -> Option<&ApiVersionRow> {
-        self.rows
-            .iter()
-            .find(|r| r.version == api_version && r.kind == kind)
+        let row = |k: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.version == api_version && r.kind == k)
+        };
+        row(kind).or_else(|| row(""))
     }
 
     /// Every row, in the table's order.
