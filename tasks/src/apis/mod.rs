@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use semver::Version;
 use serde::Serialize;
 
-pub use source::{scan_path, scan_path_with, ManifestObject, Scan, ScanOptions};
+pub use source::{scan_path, scan_path_with, ManifestObject, Scan, ScanOptions, LAST_APPLIED};
 pub use table::{ApiVersionRow, ApiVersionTable};
 
 /// Everything that can go wrong reading a version table or a manifest.

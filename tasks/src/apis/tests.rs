@@ -986,3 +986,56 @@ fn a_missing_path_is_an_error_naming_it() {
         .to_string()
         .starts_with("/nonexistent/manifests: cannot read"));
 }
+
+#[test]
+fn a_helm_release_secret_inside_a_list_and_an_uncompressed_release_are_read() {
+    use base64::Engine;
+    use std::io::Write;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let release = serde_json::json!({
+        "name": "web",
+        "namespace": "shop",
+        "manifest": "---\napiVersion: extensions/v1beta1\nkind: DaemonSet\nmetadata:\n  name: agent\n---\napiVersion: batch/v1beta1\nkind: CronJob\nmetadata:\n  name: nightly\n  namespace: jobs\n",
+    })
+    .to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(release.as_bytes()).unwrap();
+    let gzipped = b64.encode(b64.encode(gz.finish().unwrap()));
+    let plain = b64.encode(b64.encode(release.as_bytes()));
+    let secret = |name: &str, data: &str| {
+        format!(
+            "- apiVersion: v1\n  kind: Secret\n  type: helm.sh/release.v1\n  metadata: {{name: {name}, namespace: other}}\n  data: {{release: {data}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nkind: List\nitems:\n{}{}",
+            secret("gz", &gzipped),
+            secret("plain", &plain)
+        ),
+    )
+    .unwrap();
+    let scan = scan_path(&file);
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+    let f = classify(&table(), &parse_target("1.25").unwrap(), &scan.objects);
+    let seen: Vec<(&str, Option<&str>, &str, Outcome)> = f
+        .iter()
+        .map(|f| {
+            (
+                f.source.as_str(),
+                f.object.namespace.as_deref(),
+                f.object.name.as_str(),
+                f.outcome,
+            )
+        })
+        .collect();
+    let expected = [
+        ("helm:shop/web", Some("shop"), "agent", Outcome::Failed),
+        ("helm:shop/web", Some("jobs"), "nightly", Outcome::Failed),
+    ];
+    assert_eq!(seen, [expected, expected].concat());
+    assert!(f.iter().all(|f| f.file == file));
+}
