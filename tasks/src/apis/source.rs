@@ -179,7 +179,16 @@ impl Found<'_> {
         if kind == "List" || (kind.ends_with("List") && value.get("items").is_some()) {
             match value.get("items") {
                 Some(Value::Sequence(items)) => {
-                    for item in items.clone() {
+                    // The API server's typed lists (DeploymentList) leave apiVersion and kind
+                    // out of their items: they are the list's.
+                    let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+                    for mut item in items.clone() {
+                        if let (Some(k), Value::Mapping(m)) = (item_kind, &mut item) {
+                            let key = |k: &str| Value::String(k.to_string());
+                            m.entry(key("apiVersion"))
+                                .or_insert_with(|| key(api_version));
+                            m.entry(key("kind")).or_insert_with(|| key(k));
+                        }
                         self.value(item, source, document, helm_ns);
                     }
                 }

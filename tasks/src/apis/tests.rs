@@ -1039,3 +1039,23 @@ fn a_helm_release_secret_inside_a_list_and_an_uncompressed_release_are_read() {
     assert_eq!(seen, [expected, expected].concat());
     assert!(f.iter().all(|f| f.file == file));
 }
+
+#[test]
+fn items_of_a_typed_list_take_the_lists_api_version_and_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("raw.json");
+    std::fs::write(
+        &file,
+        r#"{"apiVersion": "extensions/v1beta1", "kind": "DaemonSetList",
+            "items": [{"metadata": {"name": "agent", "namespace": "kube-system"}}]}"#,
+    )
+    .unwrap();
+    let scan = scan_path(&file);
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+    let f = classify(&table(), &parse_target("1.16").unwrap(), &scan.objects);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(
+        f[0].message,
+        "DaemonSet kube-system/agent uses extensions/v1beta1, removed in v1.16.0; use apps/v1"
+    );
+}
