@@ -1059,3 +1059,27 @@ fn items_of_a_typed_list_take_the_lists_api_version_and_kind() {
         "DaemonSet kube-system/agent uses extensions/v1beta1, removed in v1.16.0; use apps/v1"
     );
 }
+
+#[test]
+fn a_finding_serialises_with_the_report_field_names() {
+    let f = one("pluto-helm3-secret.json", "1.16");
+    let json = serde_json::to_value(&f).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "object": {
+                "apiVersion": "extensions/v1beta1",
+                "kind": "Deployment",
+                "namespace": "demo2",
+                "name": "test-helm3chart-v1beta1",
+            },
+            "source": "helm:demo2/test",
+            "file": fixture("pluto-helm3-secret.json"),
+            "outcome": "failed",
+            "replacement": "apps/v1",
+            "removedIn": "v1.16.0",
+            "deprecatedIn": "v1.9.0",
+            "message": "Deployment demo2/test-helm3chart-v1beta1 uses extensions/v1beta1, removed in v1.16.0; use apps/v1",
+        })
+    );
+}
