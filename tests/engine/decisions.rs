@@ -56,6 +56,20 @@ fn printed_commands(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A printed command as the person runs it: their reason in place of `TEXT`.
+fn with_reason(command: &[String]) -> Vec<String> {
+    command
+        .iter()
+        .map(|a| {
+            if a == "TEXT" {
+                "checked-by-hand".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect()
+}
+
 /// The printed command that takes `decision` (`--retry` or `--skip`), with
 /// the person's reason in place of `TEXT`.
 fn decide(printed: &str, decision: &str) -> Vec<String> {
@@ -63,16 +77,7 @@ fn decide(printed: &str, decision: &str) -> Vec<String> {
         .into_iter()
         .find(|c| c.iter().any(|a| a == decision))
         .unwrap_or_else(|| panic!("kpilot printed no `{decision}` command:\n{printed}"));
-    command
-        .into_iter()
-        .map(|a| {
-            if a == "TEXT" {
-                "checked-by-hand".into()
-            } else {
-                a
-            }
-        })
-        .collect()
+    with_reason(&command)
 }
 
 fn kp(dir: &Dir, args: &[String]) -> Ran {
@@ -295,19 +300,14 @@ kptest!(
                 "--retry"
             };
             // The printed command for this step and this decision.
-            next = commands
-                .iter()
-                .find(|c| c.contains(&step) && c.iter().any(|a| a == decision))
-                .unwrap_or_else(|| panic!("round {round}: no `{decision} {step}` printed:\n{text}"))
-                .iter()
-                .map(|a| {
-                    if a == "TEXT" {
-                        "checked-by-hand".into()
-                    } else {
-                        a.clone()
-                    }
-                })
-                .collect();
+            next = with_reason(
+                commands
+                    .iter()
+                    .find(|c| c.contains(&step) && c.iter().any(|a| a == decision))
+                    .unwrap_or_else(|| {
+                        panic!("round {round}: no `{decision} {step}` printed:\n{text}")
+                    }),
+            );
         }
         assert!(done, "the run never finished:\n{}", dir.read("kpilot.err"));
         let status = dir.status("r");

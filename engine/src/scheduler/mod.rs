@@ -516,22 +516,30 @@ impl<'o> Scheduler<'o> {
             let Some(i) = self.ready.pop_front() else {
                 break;
             };
-            let mut r = self.records[i].clone();
-            r.attempts += 1;
-            r.state = StepState::Running;
-            r.started_at.get_or_insert_with(Utc::now);
-            r.ended_at = None;
-            r.reason = None;
-            let attempt = r.attempts;
-            self.change.events.push(EventKind::AttemptStarted {
-                step: self.plan.steps[i].id.clone(),
-                instance: INSTANCE(),
-                attempt,
-            });
-            self.set(i, r, false);
+            let attempt = self.record_attempt_start(i, None);
             self.spawn(i, None, attempt);
         }
         self.start_ready_nodes();
+    }
+
+    /// Records that a new attempt of step `i` starts (running, with
+    /// `reason`), in the change committed before it is launched; returns the
+    /// attempt's number.
+    fn record_attempt_start(&mut self, i: usize, reason: Option<String>) -> u32 {
+        let mut r = self.records[i].clone();
+        r.attempts += 1;
+        r.state = StepState::Running;
+        r.started_at.get_or_insert_with(Utc::now);
+        r.ended_at = None;
+        r.reason = reason;
+        let attempt = r.attempts;
+        self.change.events.push(EventKind::AttemptStarted {
+            step: self.plan.steps[i].id.clone(),
+            instance: INSTANCE(),
+            attempt,
+        });
+        self.set(i, r, false);
+        attempt
     }
 
     /// Prepares an attempt of step `i`, or of `repair` on behalf of `i`. The

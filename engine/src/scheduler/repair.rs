@@ -90,19 +90,8 @@ impl Scheduler<'_> {
                 self.plan.steps[repair].id
             ));
             self.set(i, r, true);
-            let mut rr = self.records[repair].clone();
-            rr.attempts += 1;
-            rr.state = StepState::Running;
-            rr.started_at.get_or_insert_with(Utc::now);
-            rr.ended_at = None;
-            rr.reason = Some(format!("repairing `{}`", self.plan.steps[i].id));
-            let repair_attempt = rr.attempts;
-            self.change.events.push(EventKind::AttemptStarted {
-                step: self.plan.steps[repair].id.clone(),
-                instance: INSTANCE(),
-                attempt: repair_attempt,
-            });
-            self.set(repair, rr, false);
+            let why = format!("repairing `{}`", self.plan.steps[i].id);
+            let repair_attempt = self.record_attempt_start(repair, Some(why));
             self.spawn(i, Some(repair), repair_attempt);
             return;
         }
@@ -148,16 +137,9 @@ impl Scheduler<'_> {
                 rr.reason = Some(format!("repaired `{}`", self.plan.steps[i].id));
                 self.set(repair, rr, true);
                 // The recheck: one more attempt of the repaired step.
-                r.attempts += 1;
-                r.state = StepState::Running;
-                r.reason = Some(format!("rechecking after repair by `{repair_id}`"));
-                let attempt = r.attempts;
-                self.change.events.push(EventKind::AttemptStarted {
-                    step: self.plan.steps[i].id.clone(),
-                    instance: INSTANCE(),
-                    attempt,
-                });
-                self.set(i, r, false);
+                self.records[i].repairing = false;
+                let why = format!("rechecking after repair by `{repair_id}`");
+                let attempt = self.record_attempt_start(i, Some(why));
                 self.spawn(i, None, attempt);
             }
             Some(failure) => {
