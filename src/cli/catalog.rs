@@ -110,6 +110,9 @@ fn scenarios(check: &CatalogCheck) -> String {
 /// Validates every check as the step it becomes, so that a check whose
 /// body is wrong is refused (exit 2) with its id.
 fn validate(checks: &[&CatalogCheck]) -> anyhow::Result<()> {
+    if checks.is_empty() {
+        return Ok(());
+    }
     let selection = Selection {
         checks: checks
             .iter()
