@@ -140,7 +140,12 @@ fn write_drivers(state: &kpilot_engine::store::StateDir) -> anyhow::Result<Strin
     if kpilot_catalog::shipped::DRIVERS.is_empty() {
         return Ok(String::new());
     }
-    let failed = |e: std::io::Error| Usage(format!("{}: cannot write the catalog's driver scripts: {e}", dir.display()));
+    let failed = |e: std::io::Error| {
+        Usage(format!(
+            "{}: cannot write the catalog's driver scripts: {e}",
+            dir.display()
+        ))
+    };
     std::fs::create_dir_all(&dir).map_err(failed)?;
     for (name, text) in kpilot_catalog::shipped::DRIVERS {
         let path = dir.join(name);
@@ -152,7 +157,10 @@ fn write_drivers(state: &kpilot_engine::store::StateDir) -> anyhow::Result<Strin
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
         std::fs::rename(&temp, &path).map_err(failed)?;
     }
-    Ok(std::path::absolute(&dir).unwrap_or(dir).display().to_string())
+    Ok(std::path::absolute(&dir)
+        .unwrap_or(dir)
+        .display()
+        .to_string())
 }
 
 pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exit> {
@@ -306,7 +314,16 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
     let report = kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)?;
     let id = &report.run_id;
     super::report::print(&report, args.output == InspectFormat::Json)?;
-    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}` checks again what did not pass");
+    // `resume` reaches the cluster through its own flags: name the same one.
+    let mut flags = String::new();
+    if let Some(k) = &args.cluster.kubeconfig {
+        let k = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+        flags.push_str(&format!(" --kubeconfig {}", k.display()));
+    }
+    if let Some(c) = &args.cluster.context {
+        flags.push_str(&format!(" --context {c}"));
+    }
+    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}{flags}` checks again what did not pass");
     if !outcome.internal.is_empty() {
         return Ok(Exit::Internal);
     }
