@@ -13,6 +13,7 @@ mod catalog_upgrade;
 mod drivers;
 mod flags;
 mod gate;
+mod inspect;
 mod nodes;
 mod shipped;
 mod unreachable;
