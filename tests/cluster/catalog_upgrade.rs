@@ -21,6 +21,11 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The object the report's first failing item names.
+    fn object(&self) -> &Value {
+        &self.check["items"][0]["object"]
+    }
+
     /// The message of the one failing item that names `name`; panics unless it is the
     /// only failing item.
     #[track_caller]
@@ -269,6 +274,10 @@ kptest!(
         let out = run_check(&dir, "nodes-ready", "1.35", &params);
         assert_eq!(out.outcome, "failed", "{out:#?}");
         let message = out.only_item(&down);
+        assert_eq!(
+            out.object(),
+            &json!({"apiVersion": "v1", "kind": "Node", "name": down})
+        );
         assert!(
             message.contains("KubeletNotReady: PLEG is not healthy"),
             "{message}"
@@ -313,6 +322,10 @@ kptest!(kubelet_skew_names_a_kubelet_four_minors_behind, |dir| {
     let out = run_check(&dir, "kubelet-skew", "1.35", &params);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     let message = out.only_item(&old);
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "v1", "kind": "Node", "name": old})
+    );
     assert!(
         message.contains("kubelet v1.31.2, which is too old for the target 1.35"),
         "{message}"
@@ -363,6 +376,10 @@ kptest!(kube_proxy_skew_names_the_old_worker_daemonset, |dir| {
     let out = run_check(&dir, "kube-proxy-skew", "1.35", &params);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     let message = out.only_item("kube-proxy-worker");
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "namespace": ns, "name": "kube-proxy-worker"})
+    );
     assert!(
         message.contains(&format!(
             "DaemonSet {ns}/kube-proxy-worker runs kube-proxy v1.31.2, which is too old for the target 1.35"
@@ -413,6 +430,10 @@ kptest!(control_plane_skew_names_a_scheduler_a_minor_behind, |dir| {
     let out = run_check(&dir, "control-plane-skew", "1.35", &params);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     let message = out.only_item("kube-scheduler");
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "kube-scheduler"})
+    );
     assert!(
         message.contains(&format!(
             "pod {ns}/kube-scheduler (kube-scheduler) runs registry.k8s.io/kube-scheduler:v1.33.7, not the API server's minor version {bare}"
@@ -544,6 +565,10 @@ kptest!(pdb_allows_disruption_names_a_budget_at_its_minimum, |dir| {
 
     let out = eventually(&dir, "pdb-allows-disruption", "1.35", &params, "failed");
     let message = out.only_item("web");
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "namespace": ns, "name": "web"})
+    );
     assert!(
         message.contains(&format!(
             "PodDisruptionBudget {ns}/web allows no disruption (1 healthy of 1 pods, 1 required)"
@@ -592,6 +617,10 @@ kptest!(
         let out = run_check(&dir, "webhooks-have-endpoints", "1.35", &params);
         assert_eq!(out.outcome, "failed", "{out:#?}");
         let message = out.only_item(&config);
+        assert_eq!(
+            out.object(),
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "name": config})
+        );
         assert!(
         message.contains(&format!(
             "ValidatingWebhookConfiguration {config}: webhook check.kpilot.test (failurePolicy Fail) calls service {ns}/hook, which has no ready endpoints"
@@ -714,6 +743,10 @@ kptest!(single_replica_deployments_warns_until_scaled, |dir| {
     let out = run_check(&dir, "single-replica-deployments", "1.35", &params);
     assert_eq!(out.outcome, "warning", "{out:#?}");
     let message = out.only_item("alone");
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": ns, "name": "alone"})
+    );
     assert!(
         message.contains(&format!("Deployment {ns}/alone has one replica")),
         "{message}"
@@ -765,6 +798,10 @@ kptest!(system_pods_ready_names_a_pending_pod_until_it_runs, |dir| {
 
     let out = eventually(&dir, "system-pods-ready", "1.35", &params, "failed");
     let message = out.only_item("agent");
+    assert_eq!(
+        out.object(),
+        &json!({"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": "agent"})
+    );
     assert!(
         message.contains(&format!("pod {ns}/agent is not Ready (phase Pending")),
         "{message}"
@@ -786,6 +823,10 @@ kptest!(
         let out = run_check(&dir, "deployments-available", "1.35", &params);
         assert_eq!(out.outcome, "failed", "{out:#?}");
         let message = out.only_item("web");
+        assert_eq!(
+            out.object(),
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": ns, "name": "web"})
+        );
         assert!(
             message.contains(&format!(
                 "Deployment {ns}/web has 0 of 2 replicas available"
@@ -824,6 +865,10 @@ kptest!(
         let out = run_check(&dir, "services-have-endpoints", "1.35", &params);
         assert_eq!(out.outcome, "warning", "{out:#?}");
         let message = out.only_item("web");
+        assert_eq!(
+            out.object(),
+            &json!({"apiVersion": "v1", "kind": "Service", "namespace": ns, "name": "web"})
+        );
         assert!(
             message.contains(&format!("Service {ns}/web selects no ready pod")),
             "{message}"

@@ -653,6 +653,7 @@ fn addon(
     let first = containers.first().cloned().unwrap_or(Value::Null);
     let [desired, ready, updated, available] = counts;
     let value = json!({
+        "apiVersion": "apps/v1",
         "name": name,
         "kind": kind,
         "namespace": namespace,
