@@ -242,6 +242,15 @@ pub fn shipped(path: &str) -> String {
     root().join("workflows").join(path).display().to_string()
 }
 
+/// A workflow of the tests' own, in `tests/cluster/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    root()
+        .join("tests/cluster/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// The `output` of a step in `status -o json`.
 pub fn step_output(dir: &Dir, run: &str, step: &str) -> serde_json::Value {
     let status = dir.status(run);
