@@ -1,0 +1,906 @@
+//! The patrol checks of the catalog that read the Kubernetes API
+//! (`workflows/catalog/patrol-*.yaml`): each test seeds the problem on the
+//! test cluster in a namespace (or on nodes, volumes, bindings) of its own,
+//! runs that one check with its params scoped to what it made, sees it fail
+//! naming the object, fixes the object and sees the check pass.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{kp, kubectl, node, root, unique, wait_ready, Created};
+use crate::util::Dir;
+
+/// What one check said.
+#[derive(Debug)]
+struct Outcome {
+    /// kpilot's exit code.
+    code: i32,
+    /// `passed`, `warning`, `failed` or `error`.
+    outcome: String,
+    /// The failing items: the object (`namespace/name`, or `name` when
+    /// cluster-scoped) and the item's message.
+    items: Vec<(String, String)>,
+    /// Everything, for assertion messages.
+    raw: String,
+}
+
+impl Outcome {
+    /// The message of the one failing item, which must name `object`.
+    #[track_caller]
+    fn only(&self, object: &str) -> &str {
+        assert_eq!(self.items.len(), 1, "{self:#?}");
+        assert_eq!(self.items[0].0, object, "{self:#?}");
+        &self.items[0].1
+    }
+
+    #[track_caller]
+    fn expect(&self, code: i32, outcome: &str) -> &Self {
+        assert_eq!(
+            (self.code, self.outcome.as_str()),
+            (code, outcome),
+            "{}",
+            self.raw
+        );
+        self
+    }
+
+    #[track_caller]
+    fn passed(&self) {
+        self.expect(0, "passed");
+        assert!(self.items.is_empty(), "{self:#?}");
+    }
+}
+
+/// The catalog document of check `id`, from the shipped patrol files.
+fn catalog_doc(id: &str) -> String {
+    let dir = root().join("workflows/catalog");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("workflows/catalog")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("patrol"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("catalog file")
+                .split("\n---\n")
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .find(|doc| doc.contains(&format!("\nmetadata:\n  name: {id}\n")))
+        .unwrap_or_else(|| panic!("no check {id} in workflows/catalog/patrol*.yaml"))
+}
+
+/// The lines of a top-level `key:` block of a catalog document, up to the
+/// next top-level key.
+fn block(doc: &str, key: &str) -> Vec<String> {
+    let mut lines = doc.lines().skip_while(|l| *l != format!("{key}:"));
+    let _ = lines.next();
+    lines
+        .take_while(|l| l.starts_with(' ') || l.starts_with('#') || l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs catalog check `id` alone, with `params` over its defaults, against
+/// the test cluster.
+///
+/// Until `kpilot inspect` is built, this runs the check's body as a one-step
+/// workflow with `kpilot run`, its params declared as the check declares them.
+fn check(dir: &Dir, id: &str, params: &[(&str, &str)]) -> Outcome {
+    let doc = catalog_doc(id);
+    let indent = |lines: Vec<String>, by: usize| {
+        lines
+            .iter()
+            .map(|l| format!("{}{l}\n", " ".repeat(by)))
+            .collect::<String>()
+    };
+    let workflow = format!(
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: {id}}}\nspec:\n  params:\n{}  steps:\n    - id: {id}\n      phase: patrol\n      check:\n{}",
+        indent(block(&doc, "params"), 2),
+        indent(block(&doc, "check"), 6),
+    );
+    let file = format!("{id}.yaml");
+    dir.write(&file, &workflow);
+    let run = unique("run");
+    let mut args = vec!["run".to_owned(), file, "--run-id".to_owned(), run.clone()];
+    for (k, v) in params {
+        args.extend(["--param".to_owned(), format!("{k}={v}")]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ran = kp(dir, &args);
+    let status = dir.status(&run);
+    let output = status["steps"][0]["output"].clone();
+    let items = output["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i["name"].as_str().unwrap_or_default().to_owned(),
+                        i["message"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Outcome {
+        code: ran.code,
+        outcome: output["outcome"].as_str().unwrap_or_default().to_owned(),
+        items,
+        raw: format!("{status:#}\n--- stderr\n{}", ran.stderr),
+    }
+}
+
+/// Waits until `done` holds, for at most a minute.
+#[track_caller]
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: not after 60s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A namespace of the test's own, deleted (with all in it) when `created`
+/// is dropped, whose `default` ServiceAccount exists (pods need it).
+fn namespace(created: &mut Created, tag: &str) -> String {
+    let ns = unique(tag);
+    created.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    wait_for(&format!("ServiceAccount {ns}/default"), || {
+        kubectl(&["get", "serviceaccounts", "-n", &ns, "-o", "name"], None)
+            .contains("serviceaccount/default")
+    });
+    ns
+}
+
+/// Creates every object in one kubectl call (namespaced objects go with
+/// their namespace).
+fn create_all(objects: Vec<Value>) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    kubectl(&["create", "-f", "-"], Some(&list.to_string()));
+}
+
+/// A pod the scheduler leaves alone (a scheduling gate), so no kubelet or
+/// KWOK ever changes it: its spec and status are what the test writes.
+fn pod(ns: &str, name: &str, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["schedulingGates"] = json!([{"name": "kpilot.dev/hold"}]);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    })
+}
+
+/// A container with an image that is pinned and resources that are set.
+fn container(name: &str) -> Value {
+    json!({
+        "name": name,
+        "image": "registry.k8s.io/pause:3.10",
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "16Mi"}},
+    })
+}
+
+/// A Node no KWOK manages, labelled `kpilot-test=label`, with these
+/// conditions besides Ready.
+fn sick_node(name: &str, label: &str, conditions: &[(&str, &str, &str)]) -> Value {
+    let mut node = node(name, label, "v1.34.4", Some(true));
+    let list = node["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions");
+    for (kind, status, message) in conditions {
+        list.push(json!({"type": kind, "status": status, "reason": format!("{kind}Test"), "message": message}));
+    }
+    node
+}
+
+/// Sets node conditions through the status subresource, as the kubelet or
+/// node-problem-detector does.
+fn set_conditions(name: &str, conditions: &[(&str, &str)]) {
+    let list: Vec<Value> = conditions
+        .iter()
+        .map(|(kind, status)| json!({"type": kind, "status": status, "reason": format!("{kind}Test"), "message": "fixed"}))
+        .collect();
+    let patch = json!({"status": {"conditions": list}}).to_string();
+    kubectl(
+        &["patch", "node", name, "--subresource=status", "-p", &patch],
+        None,
+    );
+}
+
+kptest!(nodes_pressure_names_the_node_under_disk_pressure, |dir| {
+    let label = unique("pressure");
+    let (sick, fine) = (format!("{label}-sick"), format!("{label}-fine"));
+    let mut created = Created::default();
+    created.create(sick_node(
+        &sick,
+        &label,
+        &[
+            ("DiskPressure", "True", "kubelet has disk pressure"),
+            ("MemoryPressure", "False", "kubelet has sufficient memory"),
+        ],
+    ));
+    created.create(sick_node(
+        &fine,
+        &label,
+        &[("DiskPressure", "False", "kubelet has no disk pressure")],
+    ));
+    let selector = format!("kpilot-test={label}");
+    let params = [("labelSelector", selector.as_str())];
+
+    let out = check(&dir, "nodes-pressure", &params);
+    let message = out.expect(1, "failed").only(&sick);
+    assert!(
+        message.contains("reports DiskPressure (kubelet has disk pressure)")
+            && !message.contains("MemoryPressure"),
+        "{message}"
+    );
+
+    set_conditions(&sick, &[("DiskPressure", "False")]);
+    check(&dir, "nodes-pressure", &params).passed();
+});
+
+kptest!(
+    nodes_kernel_problems_names_deadlock_and_readonly_fs,
+    |dir| {
+        let label = unique("kernel");
+        let (hung, ro) = (format!("{label}-hung"), format!("{label}-ro"));
+        let mut created = Created::default();
+        created.create(sick_node(
+            &hung,
+            &label,
+            &[(
+                "KernelDeadlock",
+                "True",
+                "task docker:7 blocked for more than 120 seconds.",
+            )],
+        ));
+        created.create(sick_node(
+            &ro,
+            &label,
+            &[
+                ("ReadonlyFilesystem", "True", "remounted read-only"),
+                ("KernelDeadlock", "False", "kernel has no deadlock"),
+            ],
+        ));
+        let selector = format!("kpilot-test={label}");
+        let params = [("labelSelector", selector.as_str())];
+
+        let out = check(&dir, "nodes-kernel-problems", &params);
+        out.expect(1, "failed");
+        assert_eq!(out.items.len(), 2, "{out:#?}");
+        let by = |n: &str| {
+            out.items
+                .iter()
+                .find(|(o, _)| o == n)
+                .map(|(_, m)| m.clone())
+                .unwrap_or_else(|| panic!("{n} not named: {out:#?}"))
+        };
+        assert!(
+        by(&hung).contains(
+            "KernelDeadlock KernelDeadlockTest (task docker:7 blocked for more than 120 seconds.)"
+        ),
+        "{out:#?}"
+    );
+        assert!(
+            by(&ro).ends_with(
+                "reports ReadonlyFilesystem ReadonlyFilesystemTest (remounted read-only)"
+            ),
+            "{out:#?}"
+        );
+
+        set_conditions(&hung, &[("KernelDeadlock", "False")]);
+        set_conditions(&ro, &[("ReadonlyFilesystem", "False")]);
+        check(&dir, "nodes-kernel-problems", &params).passed();
+    }
+);
+
+kptest!(nodes_cordoned_warns_until_uncordoned, |dir| {
+    let label = unique("cordon");
+    let (kwok, other) = (format!("{label}-kwok"), format!("{label}-other"));
+    let mut created = Created::default();
+    created.create(node(&kwok, &label, "v1.34.4", None));
+    created.create(node(&other, &label, "v1.34.4", None));
+    wait_ready(&kwok);
+    kubectl(&["cordon", &kwok], None);
+    let selector = format!("kpilot-test={label}");
+    let params = [("labelSelector", selector.as_str())];
+
+    let out = check(&dir, "nodes-cordoned", &params);
+    let message = out.expect(0, "warning").only(&kwok);
+    assert!(message.contains("is cordoned"), "{message}");
+
+    kubectl(&["uncordon", &kwok], None);
+    check(&dir, "nodes-cordoned", &params).passed();
+});
+
+kptest!(privileged_containers_names_the_privileged_pod, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "priv");
+    let mut privileged = container("tool");
+    privileged["securityContext"] = json!({"privileged": true});
+    create_all(vec![
+        pod(
+            &ns,
+            "root",
+            json!({"containers": [container("app"), privileged]}),
+        ),
+        pod(
+            &ns,
+            "plain",
+            json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10", "securityContext": {"privileged": false}}]}),
+        ),
+    ]);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "privileged-containers", &params);
+    let message = out.expect(1, "failed").only(&format!("{ns}/root"));
+    assert!(
+        message.contains("runs privileged container(s) tool:"),
+        "{message}"
+    );
+    // A namespace listed as a system one may run them.
+    check(
+        &dir,
+        "privileged-containers",
+        &[
+            ("namespace", &ns),
+            ("excludeNamespaces", &format!("kube-system,{ns}")),
+        ],
+    )
+    .passed();
+
+    // securityContext cannot change on a pod: the fix is a new pod.
+    kubectl(&["delete", "pod", "root", "-n", &ns, "--wait=false"], None);
+    wait_for("pod root deleted", || {
+        !kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("pod/root")
+    });
+    check(&dir, "privileged-containers", &params).passed();
+});
+
+kptest!(host_namespaces_warns_of_host_network_and_pid, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "hostns");
+    create_all(vec![
+        pod(
+            &ns,
+            "agent",
+            json!({"hostNetwork": true, "hostPID": true, "containers": [container("app")]}),
+        ),
+        pod(
+            &ns,
+            "app",
+            json!({"hostNetwork": false, "containers": [container("app")]}),
+        ),
+    ]);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "host-namespaces", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/agent"));
+    assert!(message.contains("sets hostNetwork, hostPID:"), "{message}");
+
+    kubectl(&["delete", "pod", "agent", "-n", &ns, "--wait=false"], None);
+    wait_for("pod agent deleted", || {
+        !kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("pod/agent")
+    });
+    check(&dir, "host-namespaces", &params).passed();
+});
+
+kptest!(
+    cluster_admin_bindings_names_a_user_and_a_service_account,
+    |dir| {
+        let label = unique("admin");
+        let mut created = Created::default();
+        let binding = |name: &str, subjects: Value| {
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": name, "labels": {"kpilot-test": label}},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": subjects,
+            })
+        };
+        let masters = json!({"kind": "Group", "name": "system:masters", "apiGroup": "rbac.authorization.k8s.io"});
+        let (wide, system) = (format!("{label}-wide"), format!("{label}-system"));
+        created.create(binding(
+        &wide,
+        json!([masters, {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "builds"}]),
+    ));
+        created.create(binding(&system, json!([masters])));
+        let selector = format!("kpilot-test={label}");
+        let params = [("labelSelector", selector.as_str())];
+
+        let out = check(&dir, "cluster-admin-bindings", &params);
+        let message = out.expect(0, "warning").only(&wide);
+        assert!(
+            message.contains("gives cluster-admin to User alice, ServiceAccount builds/ci")
+                && !message.contains("system:masters"),
+            "{message}"
+        );
+        // Subjects a person allowed pass.
+        check(
+            &dir,
+            "cluster-admin-bindings",
+            &[
+                ("labelSelector", &selector),
+                ("allowedSubjects", "alice, builds/ci"),
+            ],
+        )
+        .passed();
+
+        let patch = json!([{"op": "replace", "path": "/subjects", "value": [masters]}]).to_string();
+        kubectl(
+            &[
+                "patch",
+                "clusterrolebinding",
+                &wide,
+                "--type=json",
+                "-p",
+                &patch,
+            ],
+            None,
+        );
+        check(&dir, "cluster-admin-bindings", &params).passed();
+    }
+);
+
+kptest!(apiserver_flags_names_the_missing_flag, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "apiflags");
+    let apiserver = |name: &str, flags: &[&str]| {
+        let mut command = vec!["kube-apiserver", "--secure-port=6443"];
+        command.extend(flags);
+        let mut p = pod(
+            &ns,
+            name,
+            json!({"containers": [{"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.34.4", "command": command}]}),
+        );
+        p["metadata"]["labels"] = json!({"component": "kube-apiserver", "tier": "control-plane"});
+        p
+    };
+    create_all(vec![apiserver(
+        "kube-apiserver-cp1",
+        &["--anonymous-auth=false"],
+    )]);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "apiserver-flags", &params);
+    let message = out
+        .expect(1, "failed")
+        .only(&format!("{ns}/kube-apiserver-cp1"));
+    assert!(
+        message.ends_with("runs without --profiling=false"),
+        "{message}"
+    );
+
+    // A static pod's command changes when its manifest does: the kubelet makes a new pod.
+    kubectl(
+        &[
+            "delete",
+            "pod",
+            "kube-apiserver-cp1",
+            "-n",
+            &ns,
+            "--wait=false",
+        ],
+        None,
+    );
+    create_all(vec![apiserver(
+        "kube-apiserver-cp2",
+        &["--anonymous-auth=false", "--profiling=false"],
+    )]);
+    wait_for("pod kube-apiserver-cp1 deleted", || {
+        !kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("cp1")
+    });
+    check(&dir, "apiserver-flags", &params).passed();
+});
+
+kptest!(image_tags_names_latest_and_untagged_images, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "tags");
+    let mut latest = container("web");
+    latest["image"] = json!("nginx:latest");
+    let mut untagged = container("setup");
+    untagged["image"] = json!("localhost:5000/busybox");
+    let mut digest = container("app");
+    digest["image"] = json!("registry.k8s.io/pause@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a");
+    create_all(vec![
+        pod(
+            &ns,
+            "web",
+            json!({"initContainers": [untagged], "containers": [latest, container("pause")]}),
+        ),
+        pod(&ns, "pinned", json!({"containers": [digest]})),
+    ]);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "image-tags", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/web"));
+    assert!(
+        message.contains("runs web (nginx:latest), setup (localhost:5000/busybox):"),
+        "{message}"
+    );
+
+    // A pod's images may change in place.
+    let patch = json!({"spec": {
+        "containers": [{"name": "web", "image": "nginx:1.27.3"}],
+        "initContainers": [{"name": "setup", "image": "localhost:5000/busybox:1.36"}],
+    }})
+    .to_string();
+    kubectl(&["patch", "pod", "web", "-n", &ns, "-p", &patch], None);
+    check(&dir, "image-tags", &params).passed();
+});
+
+kptest!(image_registries_names_images_from_other_registries, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "registry");
+    let mut hub = container("web");
+    hub["image"] = json!("nginx:1.27.3");
+    create_all(vec![
+        pod(&ns, "web", json!({"containers": [container("pause"), hub]})),
+        pod(&ns, "ok", json!({"containers": [container("app")]})),
+    ]);
+    // No list of registries: any is allowed.
+    check(&dir, "image-registries", &[("namespace", &ns)]).passed();
+
+    let params = [
+        ("namespace", ns.as_str()),
+        ("allowedRegistries", "registry.k8s.io, mirror.example.com"),
+    ];
+    let out = check(&dir, "image-registries", &params);
+    let message = out.expect(1, "failed").only(&format!("{ns}/web"));
+    assert!(
+        message.contains("runs web (nginx:1.27.3) from a registry not in"),
+        "{message}"
+    );
+
+    let patch =
+        json!({"spec": {"containers": [{"name": "web", "image": "mirror.example.com/library/nginx:1.27.3"}]}})
+            .to_string();
+    kubectl(&["patch", "pod", "web", "-n", &ns, "-p", &patch], None);
+    check(&dir, "image-registries", &params).passed();
+});
+
+kptest!(
+    container_resources_names_the_container_without_them,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "resources");
+        let mut bare = container("sidecar");
+        bare["resources"] = json!({"requests": {"cpu": "10m"}});
+        create_all(vec![
+            pod(
+                &ns,
+                "greedy",
+                json!({"containers": [container("app"), bare]}),
+            ),
+            pod(&ns, "sized", json!({"containers": [container("app")]})),
+        ]);
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "container-resources", &params);
+        let message = out.expect(0, "warning").only(&format!("{ns}/greedy"));
+        assert!(
+            message.ends_with("container sidecar sets no requests.memory, limits.memory"),
+            "{message}"
+        );
+
+        kubectl(
+            &["delete", "pod", "greedy", "-n", &ns, "--wait=false"],
+            None,
+        );
+        wait_for("pod greedy deleted", || {
+            !kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("pod/greedy")
+        });
+        check(&dir, "container-resources", &params).passed();
+    }
+);
+
+/// `kubectl get KIND NAME -o jsonpath=PATH`.
+fn get(kind: &str, name: &str, ns: Option<&str>, path: &str) -> String {
+    let jsonpath = format!("jsonpath={path}");
+    let mut args = vec!["get", kind, name, "-o", jsonpath.as_str()];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    kubectl(&args, None).trim().to_owned()
+}
+
+/// A PersistentVolume no plugin can provision or delete (NFS), labelled
+/// `kpilot-test=label`.
+fn volume(name: &str, label: &str, class: &str, reclaim: &str, claim: Option<Value>) -> Value {
+    let mut pv = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"kpilot-test": label}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": reclaim,
+            "storageClassName": class,
+            "nfs": {"server": "127.0.0.1", "path": "/kpilot-test"},
+        },
+    });
+    if let Some(claim) = claim {
+        pv["spec"]["claimRef"] = claim;
+    }
+    pv
+}
+
+kptest!(
+    pvcs_bound_names_the_pending_claim_until_a_volume_binds,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "pvc");
+        let class = unique("no-such-class");
+        create_all(vec![json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "data", "namespace": ns},
+            "spec": {"storageClassName": class, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+        })]);
+        wait_for("PVC data Pending", || {
+            get("pvc", "data", Some(&ns), "{.status.phase}") == "Pending"
+        });
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "pvcs-bound", &params);
+        let message = out.expect(0, "warning").only(&format!("{ns}/data"));
+        assert!(
+            message.contains(&format!("is Pending (storage class {class})")),
+            "{message}"
+        );
+
+        // The fix: a volume of that class for it.
+        let pv = unique("pv");
+        created.create(volume(
+            &pv,
+            &pv,
+            &class,
+            "Retain",
+            Some(json!({"namespace": ns, "name": "data"})),
+        ));
+        wait_for("PVC data Bound", || {
+            get("pvc", "data", Some(&ns), "{.status.phase}") == "Bound"
+        });
+        check(&dir, "pvcs-bound", &params).passed();
+    }
+);
+
+kptest!(
+    pvs_failed_names_the_volume_that_could_not_be_deleted,
+    |dir| {
+        let label = unique("pv");
+        let (failed, spare) = (format!("{label}-failed"), format!("{label}-spare"));
+        let mut created = Created::default();
+        // Bound to a claim that is gone: the controller reclaims it, finds no
+        // plugin that deletes NFS volumes, and marks it Failed.
+        created.create(volume(
+        &failed,
+        &label,
+        "",
+        "Delete",
+        Some(json!({"namespace": "default", "name": "gone", "uid": "00000000-0000-0000-0000-00000000dead"})),
+    ));
+        created.create(volume(&spare, &label, "", "Retain", None));
+        wait_for("PV Failed", || {
+            get("pv", &failed, None, "{.status.phase}") == "Failed"
+        });
+        let selector = format!("kpilot-test={label}");
+        let params = [("labelSelector", selector.as_str())];
+
+        let out = check(&dir, "pvs-failed", &params);
+        let message = out.expect(1, "failed").only(&failed);
+        assert!(
+            message.contains("is Failed: ")
+                && message.contains("no deletable volume plugin matched"),
+            "{message}"
+        );
+
+        kubectl(&["delete", "pv", &failed, "--wait=true"], None);
+        check(&dir, "pvs-failed", &params).passed();
+    }
+);
+
+/// Writes a pod's container statuses, as a kubelet does.
+fn set_status(ns: &str, pod: &str, statuses: Value) {
+    let patch = json!({"status": {"containerStatuses": statuses}}).to_string();
+    kubectl(
+        &[
+            "patch",
+            "pod",
+            pod,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ],
+        None,
+    );
+}
+
+fn status(name: &str, restarts: u32, state: Value) -> Value {
+    json!({
+        "name": name, "image": "registry.k8s.io/pause:3.10", "imageID": "",
+        "ready": state.get("running").is_some(), "started": state.get("running").is_some(),
+        "restartCount": restarts, "state": state,
+        "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+    })
+}
+
+kptest!(pods_crashlooping_names_the_container_in_backoff, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "crash");
+    create_all(vec![
+        pod(
+            &ns,
+            "api",
+            json!({"containers": [container("app"), container("proxy")]}),
+        ),
+        pod(&ns, "steady", json!({"containers": [container("app")]})),
+    ]);
+    let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    let backoff = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s restarting failed container"}});
+    set_status(
+        &ns,
+        "api",
+        json!([
+            status("app", 12, backoff),
+            status("proxy", 0, running.clone())
+        ]),
+    );
+    set_status(&ns, "steady", json!([status("app", 0, running.clone())]));
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "pods-crashlooping", &params);
+    let message = out.expect(1, "failed").only(&format!("{ns}/api"));
+    assert!(
+        message.ends_with("container app is in CrashLoopBackOff after 12 restarts"),
+        "{message}"
+    );
+
+    set_status(
+        &ns,
+        "api",
+        json!([
+            status("app", 13, running.clone()),
+            status("proxy", 0, running)
+        ]),
+    );
+    check(&dir, "pods-crashlooping", &params).passed();
+});
+
+kptest!(pods_restarting_names_the_container_over_the_limit, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "restarts");
+    create_all(vec![
+        pod(&ns, "flaky", json!({"containers": [container("app")]})),
+        pod(&ns, "calm", json!({"containers": [container("app")]})),
+    ]);
+    let running = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    set_status(&ns, "flaky", json!([status("app", 9, running.clone())]));
+    set_status(&ns, "calm", json!([status("app", 5, running)]));
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "pods-restarting", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/flaky"));
+    assert!(
+        message.contains("container app restarted 9 times (more than 5)"),
+        "{message}"
+    );
+    // The limit is a param.
+    check(
+        &dir,
+        "pods-restarting",
+        &[("namespace", &ns), ("maxRestarts", "9")],
+    )
+    .passed();
+
+    // Restart counts only reset with a new pod.
+    kubectl(&["delete", "pod", "flaky", "-n", &ns, "--wait=false"], None);
+    wait_for("pod flaky deleted", || {
+        !kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("pod/flaky")
+    });
+    check(&dir, "pods-restarting", &params).passed();
+});
+
+kptest!(pods_unschedulable_names_the_pod_until_a_node_fits, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "sched");
+    let label = unique("fits");
+    create_all(vec![json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "waiting", "namespace": ns},
+        "spec": {"nodeSelector": {"kpilot-test": label}, "containers": [container("app")]},
+    })]);
+    wait_for("pod waiting Unschedulable", || {
+        get(
+            "pod",
+            "waiting",
+            Some(&ns),
+            "{.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+        ) == "Unschedulable"
+    });
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "pods-unschedulable", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/waiting"));
+    // The scheduler's own words, which depend on the other nodes of the cluster.
+    assert!(
+        message.contains("cannot be scheduled: 0/")
+            || message.contains("cannot be scheduled: no nodes available"),
+        "{message}"
+    );
+
+    // The fix: a node it selects (KWOK runs the pod).
+    let fits = format!("{label}-node");
+    created.create(node(&fits, &label, "v1.34.4", None));
+    wait_for("pod waiting scheduled", || {
+        get("pod", "waiting", Some(&ns), "{.spec.nodeName}") == fits
+    });
+    check(&dir, "pods-unschedulable", &params).passed();
+});
+
+kptest!(jobs_failed_names_the_job_past_its_deadline, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "jobs");
+    let job = |name: &str, spec: Value| {
+        let mut job = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"kpilot-test": "no-such-node"},
+                    "containers": [container("app")],
+                }},
+            },
+        });
+        for (k, v) in spec.as_object().expect("spec") {
+            job["spec"][k] = v.clone();
+        }
+        job
+    };
+    create_all(vec![
+        job("backup", json!({"activeDeadlineSeconds": 1})),
+        job("later", json!({"suspend": true})),
+    ]);
+    wait_for("Job backup Failed", || {
+        get(
+            "job",
+            "backup",
+            Some(&ns),
+            "{.status.conditions[?(@.type==\"Failed\")].status}",
+        ) == "True"
+    });
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "jobs-failed", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/backup"));
+    assert!(
+        message
+            .contains("failed: DeadlineExceeded (Job was active longer than specified deadline)"),
+        "{message}"
+    );
+
+    kubectl(&["delete", "job", "backup", "-n", &ns, "--wait=true"], None);
+    check(&dir, "jobs-failed", &params).passed();
+});
