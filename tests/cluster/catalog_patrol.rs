@@ -904,3 +904,246 @@ kptest!(jobs_failed_names_the_job_past_its_deadline, |dir| {
     kubectl(&["delete", "job", "backup", "-n", &ns, "--wait=true"], None);
     check(&dir, "jobs-failed", &params).passed();
 });
+
+/// Waits until the pod `name` of `ns` is gone.
+fn wait_deleted(ns: &str, name: &str) {
+    wait_for(&format!("pod {ns}/{name} deleted"), || {
+        !kubectl(&["get", "pods", "-n", ns, "-o", "name"], None)
+            .lines()
+            .any(|l| l == format!("pod/{name}"))
+    });
+}
+
+kptest!(
+    added_capabilities_names_net_admin_not_the_baseline_ones,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "caps");
+        let mut admin = container("vpn");
+        admin["securityContext"] =
+            json!({"capabilities": {"add": ["NET_BIND_SERVICE", "NET_ADMIN", "CAP_SYS_ADMIN"]}});
+        let mut baseline = container("web");
+        baseline["securityContext"] =
+            json!({"capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}});
+        create_all(vec![
+            pod(&ns, "vpn", json!({"containers": [container("app"), admin]})),
+            pod(&ns, "web", json!({"containers": [baseline]})),
+        ]);
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "added-capabilities", &params);
+        let message = out.expect(0, "warning").only(&format!("{ns}/vpn"));
+        assert!(
+            message.ends_with("adds NET_ADMIN, CAP_SYS_ADMIN to container vpn"),
+            "{message}"
+        );
+
+        kubectl(&["delete", "pod", "vpn", "-n", &ns, "--wait=false"], None);
+        wait_deleted(&ns, "vpn");
+        check(&dir, "added-capabilities", &params).passed();
+    }
+);
+
+kptest!(hostpath_volumes_names_the_pod_mounting_the_node, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "hostpath");
+    create_all(vec![
+        pod(
+            &ns,
+            "logs",
+            json!({
+                "volumes": [{"name": "varlog", "hostPath": {"path": "/var/log"}}, {"name": "tmp", "emptyDir": {}}],
+                "containers": [container("app")],
+            }),
+        ),
+        pod(
+            &ns,
+            "cache",
+            json!({"volumes": [{"name": "tmp", "emptyDir": {}}], "containers": [container("app")]}),
+        ),
+    ]);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "hostpath-volumes", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/logs"));
+    assert!(
+        message.contains("mounts varlog (hostPath /var/log) from the node"),
+        "{message}"
+    );
+
+    kubectl(&["delete", "pod", "logs", "-n", &ns, "--wait=false"], None);
+    wait_deleted(&ns, "logs");
+    check(&dir, "hostpath-volumes", &params).passed();
+});
+
+kptest!(pods_evicted_names_the_evicted_pod, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "evicted");
+    create_all(vec![
+        pod(&ns, "evicted", json!({"containers": [container("app")]})),
+        pod(&ns, "crashed", json!({"containers": [container("app")]})),
+    ]);
+    // What the kubelet writes when it evicts a pod, and when one simply fails.
+    let fail = |name: &str, reason: Option<&str>| {
+        let mut status =
+            json!({"phase": "Failed", "message": "The node was low on resource: memory."});
+        if let Some(reason) = reason {
+            status["reason"] = json!(reason);
+        }
+        let patch = json!({"status": status}).to_string();
+        kubectl(
+            &[
+                "patch",
+                "pod",
+                name,
+                "-n",
+                &ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+            None,
+        );
+    };
+    fail("evicted", Some("Evicted"));
+    fail("crashed", None);
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "pods-evicted", &params);
+    let message = out.expect(0, "warning").only(&format!("{ns}/evicted"));
+    assert!(
+        message.ends_with("was evicted from its node: The node was low on resource: memory."),
+        "{message}"
+    );
+
+    kubectl(
+        &["delete", "pod", "evicted", "-n", &ns, "--wait=false"],
+        None,
+    );
+    wait_deleted(&ns, "evicted");
+    check(&dir, "pods-evicted", &params).passed();
+});
+
+kptest!(
+    daemonsets_ready_names_the_daemonset_until_its_node_runs_it,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "ds");
+        let label = unique("ds");
+        // A node that says it is Ready but that no kubelet (nor KWOK) serves:
+        // the DaemonSet's pod is bound to it and never starts.
+        let silent = format!("{label}-silent");
+        let mut dead = node(&silent, &label, "v1.34.4", Some(true));
+        let room = json!({"cpu": "4", "memory": "8Gi", "pods": "110"});
+        dead["status"]["capacity"] = room.clone();
+        dead["status"]["allocatable"] = room;
+        created.create(dead);
+        create_all(vec![json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": "agent"}},
+                "template": {
+                    "metadata": {"labels": {"app": "agent"}},
+                    "spec": {"nodeSelector": {"kpilot-test": label}, "containers": [container("app")]},
+                },
+            },
+        })]);
+        wait_for("DaemonSet agent wants 1 pod", || {
+            get(
+                "daemonset",
+                "agent",
+                Some(&ns),
+                "{.status.desiredNumberScheduled}",
+            ) == "1"
+        });
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "daemonsets-ready", &params);
+        let message = out.expect(1, "failed").only(&format!("{ns}/agent"));
+        assert!(message.ends_with("has 0 of 1 pods ready"), "{message}");
+
+        // The node's kubelet comes back and starts the pod (written here as a kubelet writes it).
+        let pod = kubectl(
+            &["get", "pods", "-n", &ns, "-l", "app=agent", "-o", "name"],
+            None,
+        );
+        let pod = pod.trim().trim_start_matches("pod/").to_owned();
+        wait_for("the DaemonSet's pod bound", || {
+            get("pod", &pod, Some(&ns), "{.spec.nodeName}") == silent
+        });
+        let now = "2026-01-01T00:00:00Z";
+        let ready = json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+            "containerStatuses": [status("app", 0, json!({"running": {"startedAt": now}}))],
+        }})
+        .to_string();
+        kubectl(
+            &[
+                "patch",
+                "pod",
+                &pod,
+                "-n",
+                &ns,
+                "--subresource=status",
+                "-p",
+                &ready,
+            ],
+            None,
+        );
+        wait_for("DaemonSet agent ready", || {
+            get("daemonset", "agent", Some(&ns), "{.status.numberReady}") == "1"
+        });
+        check(&dir, "daemonsets-ready", &params).passed();
+    }
+);
+
+kptest!(
+    services_lb_pending_names_the_service_without_an_address,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "lb");
+        let service = |name: &str, kind: &str| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"type": kind, "selector": {"app": name}, "ports": [{"port": 443, "targetPort": 8443}]},
+            })
+        };
+        create_all(vec![
+            service("public", "LoadBalancer"),
+            service("internal", "ClusterIP"),
+        ]);
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "services-lb-pending", &params);
+        let message = out.expect(1, "failed").only(&format!("{ns}/public"));
+        assert!(
+            message.contains("has no load balancer address"),
+            "{message}"
+        );
+
+        // What a cloud controller writes once the load balancer exists.
+        let patch =
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}}).to_string();
+        kubectl(
+            &[
+                "patch",
+                "service",
+                "public",
+                "-n",
+                &ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &patch,
+            ],
+            None,
+        );
+        check(&dir, "services-lb-pending", &params).passed();
+    }
+);
