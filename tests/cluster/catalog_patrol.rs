@@ -400,7 +400,7 @@ kptest!(host_namespaces_warns_of_host_network_and_pid, |dir| {
 });
 
 kptest!(
-    cluster_admin_bindings_names_a_user_and_a_service_account,
+    cluster_admin_bindings_names_users_service_accounts_and_everyone,
     |dir| {
         let label = unique("admin");
         let mut created = Created::default();
@@ -414,7 +414,15 @@ kptest!(
             })
         };
         let masters = json!({"kind": "Group", "name": "system:masters", "apiGroup": "rbac.authorization.k8s.io"});
-        let (wide, system) = (format!("{label}-wide"), format!("{label}-system"));
+        let (wide, system, everyone) = (
+            format!("{label}-wide"),
+            format!("{label}-system"),
+            format!("{label}-everyone"),
+        );
+        created.create(binding(
+            &everyone,
+            json!([{"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}]),
+        ));
         created.create(binding(
         &wide,
         json!([masters, {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}, {"kind": "ServiceAccount", "name": "ci", "namespace": "builds"}]),
@@ -424,12 +432,24 @@ kptest!(
         let params = [("labelSelector", selector.as_str())];
 
         let out = check(&dir, "cluster-admin-bindings", &params);
-        let message = out.expect(0, "warning").only(&wide);
-        assert!(
-            message.contains("gives cluster-admin to User alice, ServiceAccount builds/ci")
-                && !message.contains("system:masters"),
-            "{message}"
+        out.expect(0, "warning");
+        let mut items = out.items.clone();
+        items.sort();
+        assert_eq!(
+            items,
+            [
+                (
+                    everyone.clone(),
+                    format!("ClusterRoleBinding {everyone} gives cluster-admin to Group system:authenticated")
+                ),
+                (
+                    wide.clone(),
+                    format!("ClusterRoleBinding {wide} gives cluster-admin to User alice, ServiceAccount builds/ci")
+                ),
+            ],
+            "{out:#?}"
         );
+        kubectl(&["delete", "clusterrolebinding", &everyone], None);
         // Subjects a person allowed pass.
         check(
             &dir,
