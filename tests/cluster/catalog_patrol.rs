@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{kp, kubectl, node, root, unique, wait_ready, Created};
+use super::{kp, kubeconfig, kubectl, node, unique, wait_ready, Created};
 use crate::util::Dir;
 
 /// What one check said.
@@ -18,8 +18,8 @@ struct Outcome {
     code: i32,
     /// `passed`, `warning`, `failed` or `error`.
     outcome: String,
-    /// The failing items: the object (`namespace/name`, or `name` when
-    /// cluster-scoped) and the item's message.
+    /// The failing items: the object they name (`Kind namespace/name`, or
+    /// `Kind name` when cluster-scoped) and the item's message.
     items: Vec<(String, String)>,
     /// Everything, for assertion messages.
     raw: String,
@@ -52,91 +52,83 @@ impl Outcome {
     }
 }
 
-/// The catalog document of check `id`, from the shipped patrol files.
-fn catalog_doc(id: &str) -> String {
-    let dir = root().join("workflows/catalog");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("workflows/catalog")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("patrol"))
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("catalog file")
-                .split("\n---\n")
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .find(|doc| doc.contains(&format!("\nmetadata:\n  name: {id}\n")))
-        .unwrap_or_else(|| panic!("no check {id} in workflows/catalog/patrol*.yaml"))
-}
-
-/// The lines of a top-level `key:` block of a catalog document, up to the
-/// next top-level key.
-fn block(doc: &str, key: &str) -> Vec<String> {
-    let mut lines = doc.lines().skip_while(|l| *l != format!("{key}:"));
-    let _ = lines.next();
-    lines
-        .take_while(|l| l.starts_with(' ') || l.starts_with('#') || l.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Runs catalog check `id` alone, with `params` over its defaults, against
-/// the test cluster.
-///
-/// Until `kpilot inspect` is built, this runs the check's body as a one-step
-/// workflow with `kpilot run`, its params declared as the check declares them.
+/// Runs catalog check `id` alone through `kpilot inspect --scenario patrol`,
+/// with a `kind: Report` that selects it and sets `params` over its
+/// defaults, and reads its entry in the JSON report.
 fn check(dir: &Dir, id: &str, params: &[(&str, &str)]) -> Outcome {
-    let doc = catalog_doc(id);
-    let indent = |lines: Vec<String>, by: usize| {
-        lines
-            .iter()
-            .map(|l| format!("{}{l}\n", " ".repeat(by)))
-            .collect::<String>()
-    };
-    let workflow = format!(
-        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: {id}}}\nspec:\n  params:\n{}  steps:\n    - id: {id}\n      phase: patrol\n      check:\n{}",
-        indent(block(&doc, "params"), 2),
-        indent(block(&doc, "check"), 6),
+    let params: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    // JSON is YAML: the Report as one JSON document.
+    let report = json!({
+        "apiVersion": "kpilot/v1",
+        "kind": "Report",
+        "metadata": {"name": "t"},
+        "spec": {
+            "clusterType": "self-hosted",
+            "select": {"ids": [id]},
+            "overrides": [{"check": id, "params": params}],
+        },
+    });
+    let file = format!("{}.yaml", unique("report"));
+    dir.write(&file, &report.to_string());
+    let kubeconfig = kubeconfig().display().to_string();
+    let ran = kp(
+        dir,
+        &[
+            "inspect",
+            "--scenario",
+            "patrol",
+            "--report",
+            &file,
+            "-o",
+            "json",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
     );
-    let file = format!("{id}.yaml");
-    dir.write(&file, &workflow);
-    let run = unique("run");
-    let mut args = vec!["run".to_owned(), file, "--run-id".to_owned(), run.clone()];
-    for (k, v) in params {
-        args.extend(["--param".to_owned(), format!("{k}={v}")]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ran = kp(dir, &args);
-    let status = dir.status(&run);
-    let output = status["steps"][0]["output"].clone();
-    let items = output["items"]
+    let raw = format!("{}\n--- stderr\n{}", ran.stdout, ran.stderr);
+    let json: Value = serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("inspect -o json printed no JSON ({e}): {raw}"));
+    let checks = json["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 1, "{raw}");
+    let entry = &checks[0];
+    assert_eq!(entry["id"], id, "{raw}");
+    // Every catalog check says what to do, with a link to the Kubernetes documentation.
+    assert!(
+        entry["remediation"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://kubernetes.io/docs/"))
+            && entry["remediation"]["text"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty()),
+        "{raw}"
+    );
+    let items = entry["items"]
         .as_array()
         .map(|items| {
             items
                 .iter()
+                .filter(|i| i["outcome"] != "passed")
                 .map(|i| {
-                    (
-                        i["name"].as_str().unwrap_or_default().to_owned(),
-                        i["message"].as_str().unwrap_or_default().to_owned(),
-                    )
+                    let object = &i["object"];
+                    let name = object["name"].as_str().unwrap_or_default();
+                    let kind = object["kind"].as_str().unwrap_or_default();
+                    let object = match object["namespace"].as_str() {
+                        Some(ns) => format!("{kind} {ns}/{name}"),
+                        None => format!("{kind} {name}"),
+                    };
+                    (object, i["message"].as_str().unwrap_or_default().to_owned())
                 })
                 .collect()
         })
         .unwrap_or_default();
     Outcome {
         code: ran.code,
-        outcome: output["outcome"].as_str().unwrap_or_default().to_owned(),
+        outcome: entry["outcome"].as_str().unwrap_or_default().to_owned(),
         items,
-        raw: format!("{status:#}\n--- stderr\n{}", ran.stderr),
+        raw,
     }
 }
 
@@ -242,7 +234,7 @@ kptest!(nodes_pressure_names_the_node_under_disk_pressure, |dir| {
     let params = [("labelSelector", selector.as_str())];
 
     let out = check(&dir, "nodes-pressure", &params);
-    let message = out.expect(1, "failed").only(&sick);
+    let message = out.expect(1, "failed").only(&format!("Node {sick}"));
     assert!(
         message.contains("reports DiskPressure (kubelet has disk pressure)")
             && !message.contains("MemoryPressure"),
@@ -285,7 +277,7 @@ kptest!(
         let by = |n: &str| {
             out.items
                 .iter()
-                .find(|(o, _)| o == n)
+                .find(|(o, _)| *o == format!("Node {n}"))
                 .map(|(_, m)| m.clone())
                 .unwrap_or_else(|| panic!("{n} not named: {out:#?}"))
         };
@@ -320,7 +312,7 @@ kptest!(nodes_cordoned_warns_until_uncordoned, |dir| {
     let params = [("labelSelector", selector.as_str())];
 
     let out = check(&dir, "nodes-cordoned", &params);
-    let message = out.expect(0, "warning").only(&kwok);
+    let message = out.expect(0, "warning").only(&format!("Node {kwok}"));
     assert!(message.contains("is cordoned"), "{message}");
 
     kubectl(&["uncordon", &kwok], None);
@@ -347,7 +339,7 @@ kptest!(privileged_containers_names_the_privileged_pod, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "privileged-containers", &params);
-    let message = out.expect(1, "failed").only(&format!("{ns}/root"));
+    let message = out.expect(1, "failed").only(&format!("Pod {ns}/root"));
     assert!(
         message.contains("runs privileged container(s) tool:"),
         "{message}"
@@ -389,7 +381,7 @@ kptest!(host_namespaces_warns_of_host_network_and_pid, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "host-namespaces", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/agent"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/agent"));
     assert!(message.contains("sets hostNetwork, hostPID:"), "{message}");
 
     kubectl(&["delete", "pod", "agent", "-n", &ns, "--wait=false"], None);
@@ -439,11 +431,11 @@ kptest!(
             items,
             [
                 (
-                    everyone.clone(),
+                    format!("ClusterRoleBinding {everyone}"),
                     format!("ClusterRoleBinding {everyone} gives cluster-admin to Group system:authenticated")
                 ),
                 (
-                    wide.clone(),
+                    format!("ClusterRoleBinding {wide}"),
                     format!("ClusterRoleBinding {wide} gives cluster-admin to User alice, ServiceAccount builds/ci")
                 ),
             ],
@@ -500,7 +492,7 @@ kptest!(apiserver_flags_names_the_missing_flag, |dir| {
     let out = check(&dir, "apiserver-flags", &params);
     let message = out
         .expect(1, "failed")
-        .only(&format!("{ns}/kube-apiserver-cp1"));
+        .only(&format!("Pod {ns}/kube-apiserver-cp1"));
     assert!(
         message.ends_with("runs without --profiling=false"),
         "{message}"
@@ -548,7 +540,7 @@ kptest!(image_tags_names_latest_and_untagged_images, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "image-tags", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/web"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/web"));
     assert!(
         message.contains("runs web (nginx:latest), setup (localhost:5000/busybox):"),
         "{message}"
@@ -581,7 +573,7 @@ kptest!(image_registries_names_images_from_other_registries, |dir| {
         ("allowedRegistries", "registry.k8s.io, mirror.example.com"),
     ];
     let out = check(&dir, "image-registries", &params);
-    let message = out.expect(1, "failed").only(&format!("{ns}/web"));
+    let message = out.expect(1, "failed").only(&format!("Pod {ns}/web"));
     assert!(
         message.contains("runs web (nginx:1.27.3) from a registry not in"),
         "{message}"
@@ -612,7 +604,7 @@ kptest!(
         let params = [("namespace", ns.as_str())];
 
         let out = check(&dir, "container-resources", &params);
-        let message = out.expect(0, "warning").only(&format!("{ns}/greedy"));
+        let message = out.expect(0, "warning").only(&format!("Pod {ns}/greedy"));
         assert!(
             message.ends_with("container sidecar sets no requests.memory, limits.memory"),
             "{message}"
@@ -678,7 +670,9 @@ kptest!(
         let params = [("namespace", ns.as_str())];
 
         let out = check(&dir, "pvcs-bound", &params);
-        let message = out.expect(0, "warning").only(&format!("{ns}/data"));
+        let message = out
+            .expect(0, "warning")
+            .only(&format!("PersistentVolumeClaim {ns}/data"));
         assert!(
             message.contains(&format!("is Pending (storage class {class})")),
             "{message}"
@@ -723,7 +717,9 @@ kptest!(
         let params = [("labelSelector", selector.as_str())];
 
         let out = check(&dir, "pvs-failed", &params);
-        let message = out.expect(1, "failed").only(&failed);
+        let message = out
+            .expect(1, "failed")
+            .only(&format!("PersistentVolume {failed}"));
         assert!(
             message.contains("is Failed: ")
                 && message.contains("no deletable volume plugin matched"),
@@ -788,7 +784,7 @@ kptest!(pods_crashlooping_names_the_container_in_backoff, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "pods-crashlooping", &params);
-    let message = out.expect(1, "failed").only(&format!("{ns}/api"));
+    let message = out.expect(1, "failed").only(&format!("Pod {ns}/api"));
     assert!(
         message.ends_with("container app is in CrashLoopBackOff after 12 restarts"),
         "{message}"
@@ -818,7 +814,7 @@ kptest!(pods_restarting_names_the_container_over_the_limit, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "pods-restarting", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/flaky"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/flaky"));
     assert!(
         message.contains("container app restarted 9 times (more than 5)"),
         "{message}"
@@ -860,7 +856,7 @@ kptest!(pods_unschedulable_names_the_pod_until_a_node_fits, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "pods-unschedulable", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/waiting"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/waiting"));
     // The scheduler's own words, which depend on the other nodes of the cluster.
     assert!(
         message.contains("cannot be scheduled: 0/")
@@ -914,7 +910,7 @@ kptest!(jobs_failed_names_the_job_past_its_deadline, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "jobs-failed", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/backup"));
+    let message = out.expect(0, "warning").only(&format!("Job {ns}/backup"));
     assert!(
         message
             .contains("failed: DeadlineExceeded (Job was active longer than specified deadline)"),
@@ -952,7 +948,7 @@ kptest!(
         let params = [("namespace", ns.as_str())];
 
         let out = check(&dir, "added-capabilities", &params);
-        let message = out.expect(0, "warning").only(&format!("{ns}/vpn"));
+        let message = out.expect(0, "warning").only(&format!("Pod {ns}/vpn"));
         assert!(
             message.ends_with("adds NET_ADMIN, CAP_SYS_ADMIN to container vpn"),
             "{message}"
@@ -985,7 +981,7 @@ kptest!(hostpath_volumes_names_the_pod_mounting_the_node, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "hostpath-volumes", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/logs"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/logs"));
     assert!(
         message.contains("mounts varlog (hostPath /var/log) from the node"),
         "{message}"
@@ -1031,7 +1027,7 @@ kptest!(pods_evicted_names_the_evicted_pod, |dir| {
     let params = [("namespace", ns.as_str())];
 
     let out = check(&dir, "pods-evicted", &params);
-    let message = out.expect(0, "warning").only(&format!("{ns}/evicted"));
+    let message = out.expect(0, "warning").only(&format!("Pod {ns}/evicted"));
     assert!(
         message.ends_with("was evicted from its node: The node was low on resource: memory."),
         "{message}"
@@ -1082,7 +1078,9 @@ kptest!(
         let params = [("namespace", ns.as_str())];
 
         let out = check(&dir, "daemonsets-ready", &params);
-        let message = out.expect(1, "failed").only(&format!("{ns}/agent"));
+        let message = out
+            .expect(1, "failed")
+            .only(&format!("DaemonSet {ns}/agent"));
         assert!(message.ends_with("has 0 of 1 pods ready"), "{message}");
 
         // The node's kubelet comes back and starts the pod (written here as a kubelet writes it).
@@ -1141,7 +1139,9 @@ kptest!(
         let params = [("namespace", ns.as_str())];
 
         let out = check(&dir, "services-lb-pending", &params);
-        let message = out.expect(1, "failed").only(&format!("{ns}/public"));
+        let message = out
+            .expect(1, "failed")
+            .only(&format!("Service {ns}/public"));
         assert!(
             message.contains("has no load balancer address"),
             "{message}"
