@@ -1084,14 +1084,27 @@ kptest!(
         assert!(message.ends_with("has 0 of 1 pods ready"), "{message}");
 
         // The node's kubelet comes back and starts the pod (written here as a kubelet writes it).
-        let pod = kubectl(
-            &["get", "pods", "-n", &ns, "-l", "app=agent", "-o", "name"],
-            None,
-        );
-        let pod = pod.trim().trim_start_matches("pod/").to_owned();
-        wait_for("the DaemonSet's pod bound", || {
-            get("pod", &pod, Some(&ns), "{.spec.nodeName}") == silent
+        let bound = || {
+            kubectl(
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    &ns,
+                    "-l",
+                    "app=agent",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+                ],
+                None,
+            )
+            .lines()
+            .find_map(|l| l.strip_suffix(&format!(" {silent}")).map(str::to_owned))
+        };
+        wait_for("the DaemonSet's pod bound to its node", || {
+            bound().is_some()
         });
+        let pod = bound().unwrap_or_default();
         let now = "2026-01-01T00:00:00Z";
         let ready = json!({"status": {
             "phase": "Running",
