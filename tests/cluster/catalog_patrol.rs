@@ -1180,3 +1180,126 @@ kptest!(
         check(&dir, "services-lb-pending", &params).passed();
     }
 );
+
+/// Removes the finalizers of a ConfigMap when dropped, so that a failing
+/// test leaves no namespace stuck on the shared cluster.
+struct Unfinalize {
+    namespace: String,
+    name: String,
+}
+
+impl Drop for Unfinalize {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(super::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args([
+                "patch",
+                "configmap",
+                &self.name,
+                "-n",
+                &self.namespace,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ])
+            .output();
+    }
+}
+
+kptest!(
+    namespaces_stuck_terminating_names_the_finalizer_left,
+    |dir| {
+        let label = unique("nsdel");
+        let (stuck, alive) = (format!("{label}-stuck"), format!("{label}-alive"));
+        let mut created = Created::default();
+        for ns in [&stuck, &alive] {
+            created.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kpilot-test": label}}}));
+        }
+        let _unfinalize = Unfinalize {
+            namespace: stuck.clone(),
+            name: "held".into(),
+        };
+        create_all(vec![json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "held", "namespace": stuck, "finalizers": ["kpilot.dev/hold"]},
+        })]);
+        kubectl(&["delete", "namespace", &stuck, "--wait=false"], None);
+        wait_for("namespace stuck on its finalizer", || {
+            get(
+                "namespace",
+                &stuck,
+                None,
+                "{.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].status}",
+            ) == "True"
+        });
+        let selector = format!("kpilot-test={label}");
+        let params = [("labelSelector", selector.as_str())];
+
+        let out = check(&dir, "namespaces-stuck-terminating", &params);
+        let message = out.expect(0, "warning").only(&format!("Namespace {stuck}"));
+        assert!(
+            message.contains("is stuck deleting: ") && message.contains("kpilot.dev/hold"),
+            "{message}"
+        );
+
+        // The finalizer's work done by hand: it is removed and the namespace goes.
+        kubectl(
+            &[
+                "patch",
+                "configmap",
+                "held",
+                "-n",
+                &stuck,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+            None,
+        );
+        wait_for("namespace deleted", || {
+            !kubectl(&["get", "namespaces", "-o", "name"], None)
+                .lines()
+                .any(|l| l == format!("namespace/{stuck}"))
+        });
+        check(&dir, "namespaces-stuck-terminating", &params).passed();
+    }
+);
+
+kptest!(
+    container_probes_names_the_container_without_readiness_probe,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "probes");
+        let mut probed = container("web");
+        probed["readinessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}});
+        let mut once = container("migrate");
+        once["command"] = json!(["/migrate"]);
+        create_all(vec![
+            pod(
+                &ns,
+                "web",
+                json!({"containers": [probed.clone(), container("cache")]}),
+            ),
+            pod(&ns, "served", json!({"containers": [probed]})),
+            pod(
+                &ns,
+                "migrate",
+                json!({"restartPolicy": "Never", "containers": [once]}),
+            ),
+        ]);
+        let params = [("namespace", ns.as_str())];
+
+        let out = check(&dir, "container-probes", &params);
+        let message = out.expect(0, "warning").only(&format!("Pod {ns}/web"));
+        assert!(
+            message.contains("container cache has no readiness probe"),
+            "{message}"
+        );
+
+        kubectl(&["delete", "pod", "web", "-n", &ns, "--wait=false"], None);
+        wait_deleted(&ns, "web");
+        check(&dir, "container-probes", &params).passed();
+    }
+);
