@@ -493,14 +493,16 @@ impl Catalog {
         for (i, doc) in documents(file, text)?.iter().enumerate() {
             match doc.get("kind").and_then(Value::as_str) {
                 Some("Check") => self.add(CatalogCheck::parse(file, i, doc)?)?,
-                other => return Err(CatalogError::File {
-                    file: file.to_owned(),
-                    message: format!(
+                other => {
+                    return Err(CatalogError::File {
+                        file: file.to_owned(),
+                        message: format!(
                         "document {} is `kind: {}`; a catalog file holds `kind: Check` documents",
                         i + 1,
                         other.unwrap_or("(none)")
                     ),
-                }),
+                    })
+                }
             }
         }
         Ok(())

@@ -13,6 +13,7 @@ mod catalog_patrol;
 mod drivers;
 mod flags;
 mod gate;
+mod inspect;
 mod nodes;
 mod shipped;
 mod unreachable;
