@@ -1303,3 +1303,57 @@ kptest!(
         check(&dir, "container-probes", &params).passed();
     }
 );
+
+kptest!(pvcs_bound_names_a_lost_claim_whose_volume_is_gone, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "lost");
+    let pv = unique("lost-pv");
+    created.create(volume(
+        &pv,
+        &pv,
+        "",
+        "Retain",
+        Some(json!({"namespace": ns, "name": "db"})),
+    ));
+    create_all(vec![json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {"storageClassName": "", "volumeName": pv, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    })]);
+    wait_for("PVC db Bound", || {
+        get("pvc", "db", Some(&ns), "{.status.phase}") == "Bound"
+    });
+    let params = [("namespace", ns.as_str())];
+    check(&dir, "pvcs-bound", &params).passed();
+
+    // The volume goes while the claim still uses it (its protection finalizer forced off).
+    kubectl(&["delete", "pv", &pv, "--wait=false"], None);
+    kubectl(
+        &[
+            "patch",
+            "pv",
+            &pv,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ],
+        None,
+    );
+    wait_for("PVC db Lost", || {
+        get("pvc", "db", Some(&ns), "{.status.phase}") == "Lost"
+    });
+    let out = check(&dir, "pvcs-bound", &params);
+    let message = out
+        .expect(0, "warning")
+        .only(&format!("PersistentVolumeClaim {ns}/db"));
+    assert!(
+        message.contains(&format!(
+            "is Lost (storage class none, its volume {pv} is gone)"
+        )),
+        "{message}"
+    );
+
+    kubectl(&["delete", "pvc", "db", "-n", &ns, "--wait=true"], None);
+    check(&dir, "pvcs-bound", &params).passed();
+});
