@@ -1357,3 +1357,75 @@ kptest!(pvcs_bound_names_a_lost_claim_whose_volume_is_gone, |dir| {
     kubectl(&["delete", "pvc", "db", "-n", &ns, "--wait=true"], None);
     check(&dir, "pvcs-bound", &params).passed();
 });
+
+/// The ids of the shipped checks of `workflows/catalog/patrol-*.yaml`, as
+/// `kpilot catalog` lists them.
+fn patrol_checks(dir: &Dir) -> Vec<String> {
+    let ran = dir.kp(&["catalog", "-o", "json"]).expect(0);
+    let json: Value = serde_json::from_str(&ran.stdout).expect("catalog JSON");
+    let mut ids: Vec<String> = json["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| {
+            c["file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("workflows/catalog/patrol"))
+        })
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+kptest!(
+    patrol_checks_read_the_whole_cluster_with_their_defaults,
+    |dir| {
+        // Whatever the other tests have made meanwhile, no check fails to evaluate
+        // on real objects (an expression that assumed a field, a bad query): each
+        // one passes, warns or fails, and says so about the objects it names.
+        let expected = patrol_checks(&dir);
+        assert!(expected.len() >= 20, "{expected:?}");
+        let report = json!({
+            "apiVersion": "kpilot/v1",
+            "kind": "Report",
+            "metadata": {"name": "all"},
+            "spec": {"clusterType": "self-hosted", "select": {"ids": expected}},
+        });
+        dir.write("all.yaml", &report.to_string());
+        let kubeconfig = kubeconfig().display().to_string();
+        let ran = kp(
+            &dir,
+            &[
+                "inspect",
+                "--scenario",
+                "patrol",
+                "--report",
+                "all.yaml",
+                "-o",
+                "json",
+                "--kubeconfig",
+                &kubeconfig,
+            ],
+        );
+        assert!(ran.code == 0 || ran.code == 1, "{ran:#?}");
+        let json: Value = serde_json::from_str(&ran.stdout).expect("JSON report");
+        let checks = json["checks"].as_array().expect("checks");
+        let mut ids: Vec<&str> = checks.iter().filter_map(|c| c["id"].as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, expected, "{}", ran.stdout);
+        for c in checks {
+            assert_ne!(c["outcome"], "error", "{c:#}");
+            for item in c["items"].as_array().expect("items") {
+                assert!(
+                    item["object"]["kind"].is_string() && item["object"]["name"].is_string(),
+                    "an item names no object: {c:#}"
+                );
+                assert!(
+                    !item["message"].as_str().unwrap_or("").contains("<error"),
+                    "a message hole failed: {c:#}"
+                );
+            }
+        }
+    }
+);
