@@ -1429,3 +1429,62 @@ kptest!(
         }
     }
 );
+
+kptest!(statefulsets_ready_names_the_one_short_of_replicas, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "sts");
+    let sts = |name: &str, replicas: u32| {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "replicas": replicas,
+                "serviceName": name,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    // Held by a gate: the pod exists, and no node ever runs it.
+                    "spec": {"schedulingGates": [{"name": "kpilot.dev/hold"}], "containers": [container("db")]},
+                },
+            },
+        })
+    };
+    create_all(vec![sts("db", 1), sts("idle", 0)]);
+    wait_for("pod db-0 created", || {
+        kubectl(&["get", "pods", "-n", &ns, "-o", "name"], None).contains("pod/db-0")
+    });
+    let params = [("namespace", ns.as_str())];
+
+    let out = check(&dir, "statefulsets-ready", &params);
+    let message = out
+        .expect(1, "failed")
+        .only(&format!("StatefulSet {ns}/db"));
+    assert!(message.contains("has 0 of 1 replicas ready"), "{message}");
+
+    // Its pod starts and becomes ready (written here as a kubelet writes it).
+    let now = "2026-01-01T00:00:00Z";
+    let ready = json!({"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [status("db", 0, json!({"running": {"startedAt": now}}))],
+    }})
+    .to_string();
+    kubectl(
+        &[
+            "patch",
+            "pod",
+            "db-0",
+            "-n",
+            &ns,
+            "--subresource=status",
+            "-p",
+            &ready,
+        ],
+        None,
+    );
+    wait_for("StatefulSet db ready", || {
+        get("statefulset", "db", Some(&ns), "{.status.readyReplicas}") == "1"
+    });
+    check(&dir, "statefulsets-ready", &params).passed();
+});
