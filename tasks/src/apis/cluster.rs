@@ -163,6 +163,9 @@ async fn applied(
                 continue;
             };
             match applied_type(|k| annotations.get(k).map(String::as_str), &scope.options) {
+                // A controller copies its object's annotations to the objects it makes (a
+                // Deployment's to its ReplicaSets): those are about another kind, not this one.
+                Ok(Some((_, kind))) if kind != ar.kind => {}
                 Ok(Some((api_version, kind))) => scan.objects.push(ManifestObject {
                     file: PathBuf::from(object_name(&ar.kind, &meta)),
                     object: ObjectRef {

@@ -239,7 +239,7 @@ impl RemovedApisQuery {
             if errors.len() > SHOWN_ERRORS {
                 message.push_str(&format!("; and {} more", errors.len() - SHOWN_ERRORS));
             }
-            message.push_str(" (fix or remove them, or leave their paths out)");
+            message.push_str(" (fix them, or remove them from the manifests or the cluster)");
             return Err(input(message));
         }
         Ok(Value::Array(
