@@ -552,4 +552,73 @@ mod tests {
             "{err} ({name})"
         );
     }
+
+    /// The catalog's two checks, as check bodies with the run's params: with no cluster and a
+    /// manifest directory, `removed-apis` fails the Deployment and `deprecated-apis` warns of
+    /// the Ingress, each message naming source, object, apiVersion, release and replacement.
+    #[tokio::test]
+    async fn the_catalog_checks_judge_manifests() {
+        use kpilot_engine::{ParseContext, TaskKind as _};
+        use serde::Deserialize as _;
+
+        let text = include_str!("../../../workflows/catalog/workloads-apis.yaml");
+        let dir = dir_with(&[("app.yaml", OLD_DEPLOYMENT)]);
+        let file = dir.path().join("app.yaml").display().to_string();
+        let params: Vec<String> = [
+            "to",
+            "from",
+            "cluster",
+            "manifests",
+            "apiVersions",
+            "annotations",
+            "namespace",
+        ]
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+        let kind = crate::task::check::CheckKind::new(Arc::new(nowhere()));
+        let mut outputs = BTreeMap::new();
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let doc = serde_yaml::Value::deserialize(doc).expect("YAML");
+            let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+            assert_eq!(doc["kind"], "Check", "{name}");
+            assert_eq!(doc["category"], "workloads/apis", "{name}");
+            assert_eq!(
+                doc["remediation"]["url"],
+                "https://kubernetes.io/docs/reference/using-api/deprecation-guide/"
+            );
+            let task = kind
+                .parse(
+                    &doc["check"],
+                    &ParseContext {
+                        step_id: &name,
+                        params: &params,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ctx = ctx(&[
+                ("to", "1.16"),
+                ("cluster", "false"),
+                ("manifests", dir.path().to_str().expect("utf-8")),
+                ("namespace", ""),
+            ]);
+            outputs.insert(name, task.run(&ctx).await);
+        }
+        let removed = &outputs["removed-apis"];
+        let out = removed.output.as_ref().expect("output");
+        assert_eq!(out["outcome"], "failed", "{out}");
+        assert_eq!(
+            out["items"][0]["message"],
+            format!("{file}: Deployment shop/web uses extensions/v1beta1, removed in v1.16.0; use apps/v1")
+        );
+        assert_eq!(out["items"].as_array().map(Vec::len), Some(1));
+        let deprecated = &outputs["deprecated-apis"];
+        let out = deprecated.output.as_ref().expect("output");
+        assert_eq!(out["outcome"], "warning", "{out}");
+        assert_eq!(
+            out["items"][0]["message"],
+            format!("{file}: Ingress shop/front uses extensions/v1beta1, deprecated in v1.14.0, removed in v1.22.0; use networking.k8s.io/v1")
+        );
+        assert_eq!(out["items"].as_array().map(Vec::len), Some(1));
+    }
 }
