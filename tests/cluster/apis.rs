@@ -407,3 +407,58 @@ kptest!(
         );
     }
 );
+
+kptest!(more_objects_than_a_page_are_all_read, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "apis-many");
+    dir.write("wf.yaml", WORKFLOW);
+    // One more than a list page (500): the second page must be asked for. The annotation is
+    // one the user names, which `kubectl create` leaves as written.
+    let count = 501;
+    let items: Vec<serde_json::Value> = (0..count)
+            .map(|i| {
+                let name = format!("r{i:03}");
+                json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {
+                        "name": name,
+                        "namespace": ns,
+                        "annotations": {"example.com/applied": applied("rbac.authorization.k8s.io/v1beta1", "Role", &ns, &name).to_string()},
+                    },
+                    "rules": [],
+                })
+            })
+            .collect();
+    kubectl(
+        &["create", "-f", "-"],
+        Some(&json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()),
+    );
+    run(
+        &dir,
+        "many",
+        &ns,
+        &[
+            "--param",
+            "to=1.22",
+            "--param",
+            "annotations=example.com/applied",
+        ],
+        1,
+    );
+    let found = findings(&dir, "many", "removed");
+    assert_eq!(found.len(), count, "{:?}", found.last());
+    assert_eq!(
+        found[count - 1],
+        row(&[
+            "failed",
+            "rbac.authorization.k8s.io/v1beta1",
+            "Role",
+            &ns,
+            "r500",
+            "cluster",
+            "rbac.authorization.k8s.io/v1",
+            "v1.22.0"
+        ])
+    );
+});
