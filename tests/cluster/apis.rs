@@ -462,3 +462,70 @@ kptest!(more_objects_than_a_page_are_all_read, |dir| {
         ])
     );
 });
+
+kptest!(
+    cluster_scoped_objects_are_read_when_no_namespace_is_named,
+    |dir| {
+        let mut created = Created::default();
+        dir.write("wf.yaml", WORKFLOW);
+        let name = unique("apis-role");
+        created.create(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [],
+        }));
+        annotate(
+            "clusterrole",
+            "default",
+            &name,
+            LAST_APPLIED,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1beta1", "kind": "ClusterRole", "metadata": {"name": name}}),
+        );
+        // The whole cluster: other tests' objects may be there too, so only ours is looked for.
+        let ours = |run: &str| -> Vec<Vec<String>> {
+            findings(&dir, run, "removed")
+                .into_iter()
+                .filter(|f| f[4] == name)
+                .collect()
+        };
+        kp(
+            &dir,
+            &[
+                "run", "wf.yaml", "--run-id", "all", "--param", "ns=", "--param", "to=1.22",
+            ],
+        );
+        assert_eq!(
+            ours("all"),
+            vec![row(&[
+                "failed",
+                "rbac.authorization.k8s.io/v1beta1",
+                "ClusterRole",
+                "null",
+                &name,
+                "cluster",
+                "rbac.authorization.k8s.io/v1",
+                "v1.22.0"
+            ])]
+        );
+        // Scoped to a namespace, cluster-scoped objects are left out.
+        let ns = namespace(&mut created, "apis-scoped");
+        run(&dir, "scoped", &ns, &["--param", "to=1.22"], 0);
+        assert_eq!(ours("scoped"), Vec::<Vec<String>>::new());
+
+        annotate(
+            "clusterrole",
+            "default",
+            &name,
+            LAST_APPLIED,
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}}),
+        );
+        kp(
+            &dir,
+            &[
+                "run", "wf.yaml", "--run-id", "fixed", "--param", "ns=", "--param", "to=1.22",
+            ],
+        );
+        assert_eq!(ours("fixed"), Vec::<Vec<String>>::new());
+    }
+);
