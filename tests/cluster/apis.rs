@@ -384,7 +384,7 @@ kptest!(
 );
 
 kptest!(
-    a_release_secret_that_does_not_decode_is_an_error_naming_it,
+    a_release_secret_that_does_not_decode_is_a_failed_finding_naming_it,
     |dir| {
         let mut created = Created::default();
         let ns = namespace(&mut created, "apis-bad");
@@ -394,16 +394,52 @@ kptest!(
             json!(base64::engine::general_purpose::STANDARD.encode("not base64 at all!"));
         created.create(secret);
 
+        // A healthy release beside it is still judged.
+        created.create(helm_secret(
+            &ns,
+            "ok",
+            1,
+            "deployed",
+            "apiVersion: extensions/v1beta1\nkind: DaemonSet\nmetadata:\n  name: agent\n",
+        ));
+
         run(&dir, "bad", &ns, &[], 1);
+        let secret_name = "sh.helm.release.v1.broken.v1";
         let output = step_output(&dir, "bad", "removed");
-        let message = output["message"].as_str().unwrap_or_default();
-        let expected = format!(
-        "the check could not read its data: removedApis target=1.16 cluster=true namespace={ns}: 1 file or object is unreadable: Secret {ns}/sh.helm.release.v1.broken.v1, document 1: Helm release Secret sh.helm.release.v1.broken.v1: data.release does not hold Helm's base64"
-    );
-        assert!(message.starts_with(&expected), "{output}");
-        assert!(
-            message.ends_with("(fix them, or remove them from the manifests or the cluster)"),
-            "{message}"
+        let items = output["items"].as_array().expect("items");
+        assert_eq!(items.len(), 2, "{output}");
+        assert_eq!(
+            items[0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .split('|')
+                .nth(4),
+            Some("agent"),
+            "{output}"
+        );
+        let broken = items[1]["message"].as_str().unwrap_or_default();
+        let source = format!("helm:{ns}/broken");
+        assert_eq!(
+            broken.split('|').take(6).collect::<Vec<_>>(),
+            [
+                "failed",
+                "v1",
+                "Secret",
+                ns.as_str(),
+                secret_name,
+                source.as_str()
+            ],
+            "{output}"
+        );
+        assert_eq!(step_output(&dir, "bad", "deprecated")["outcome"], "passed");
+
+        kubectl(&["delete", "secret", "-n", &ns, secret_name], None);
+        run(&dir, "fixed", &ns, &[], 1);
+        let output = step_output(&dir, "fixed", "removed");
+        assert_eq!(
+            output["items"].as_array().map(Vec::len),
+            Some(1),
+            "{output}"
         );
     }
 );

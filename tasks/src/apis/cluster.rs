@@ -179,7 +179,13 @@ async fn applied(
                 }),
                 Ok(None) => {}
                 Err(problem) => scan.errors.push(ApiError::Object {
-                    object: object_name(&ar.kind, &meta),
+                    object: ObjectRef {
+                        api_version: ar.api_version.clone(),
+                        kind: ar.kind.clone(),
+                        namespace: meta.namespace.clone(),
+                        name: meta.name.clone().unwrap_or_default(),
+                    },
+                    origin: "cluster".to_string(),
                     problem,
                 }),
             }
@@ -264,25 +270,25 @@ async fn helm_releases(
             None => break,
         }
     }
-    let wanted: Vec<(String, String)> = latest
+    let wanted: Vec<(String, String, String)> = latest
         .into_iter()
         .filter(|(_, rev)| rev.status != "uninstalled")
-        .map(|((ns, _), rev)| (ns, rev.secret))
+        .map(|((ns, release), rev)| (ns, release, rev.secret))
         .collect();
-    let secrets: Vec<Option<(String, serde_json::Value)>> = futures_util::stream::iter(wanted)
-        .map(|(ns, name)| {
+    type Fetched = Option<(String, String, String, serde_json::Value)>;
+    let secrets: Vec<Fetched> = futures_util::stream::iter(wanted)
+        .map(|(ns, release, name)| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
             async move {
-                let label = format!("Secret {ns}/{name}");
                 match api.get_opt(&name).await {
                     // Deleted since the list: that revision is gone, not unreadable.
                     Ok(None) => Ok(None),
-                    Ok(Some(secret)) => Ok(Some((
-                        label,
-                        serde_json::to_value(secret).unwrap_or_default(),
-                    ))),
+                    Ok(Some(secret)) => {
+                        let secret = serde_json::to_value(secret).unwrap_or_default();
+                        Ok(Some((ns, release, name, secret)))
+                    }
                     Err(source) => Err(ClusterError {
-                        what: format!("reading Helm release {label}"),
+                        what: format!("reading Helm release Secret {ns}/{name}"),
                         source,
                     }),
                 }
@@ -291,10 +297,25 @@ async fn helm_releases(
         .buffered(RELEASES_AT_ONCE)
         .try_collect()
         .await?;
-    for (label, secret) in secrets.into_iter().flatten() {
-        let found = scan_helm_secret(&secret, &label);
+    for (ns, release, name, secret) in secrets.into_iter().flatten() {
+        let found = scan_helm_secret(&secret, &format!("Secret {ns}/{name}"));
         scan.objects.extend(found.objects);
-        scan.errors.extend(found.errors);
+        scan.errors.extend(found.errors.into_iter().map(|e| {
+            let problem = match e {
+                ApiError::Document { problem, .. } => problem,
+                other => other.to_string(),
+            };
+            ApiError::Object {
+                object: ObjectRef {
+                    api_version: "v1".to_string(),
+                    kind: "Secret".to_string(),
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                },
+                origin: format!("helm:{ns}/{release}"),
+                problem,
+            }
+        }));
     }
     Ok(())
 }

@@ -71,10 +71,12 @@ pub enum ApiError {
         problem: String,
     },
     /// An object read from a cluster could not be judged.
-    #[error("{object}: {problem}")]
+    #[error("{object} ({origin}): {problem}")]
     Object {
-        /// `Kind namespace/name`.
-        object: String,
+        /// The object as the API server serves it (for a Helm release, its Secret).
+        object: ObjectRef,
+        /// Where its manifest was to come from: `cluster`, or `helm:NAMESPACE/RELEASE`.
+        origin: String,
         /// What is wrong.
         problem: String,
     },

@@ -26,8 +26,8 @@ use serde_json::{json, Value};
 use super::{cluster::failure, with_retry, Cluster, DataError, Failure};
 use crate::apis::cluster::{scan_cluster, ClusterError, ClusterScope};
 use crate::apis::{
-    classify, parse_target, scan_path_with, ApiVersionTable, Finding, ManifestObject, Outcome,
-    ScanOptions,
+    classify, parse_target, scan_path_with, ApiError, ApiVersionTable, Finding, ManifestObject,
+    Outcome, ScanOptions,
 };
 use crate::params::Template;
 
@@ -40,9 +40,6 @@ const KEYS: [&str; 6] = [
     "annotations",
     "namespace",
 ];
-
-/// At most this many unreadable files or objects are named in one error.
-const SHOWN_ERRORS: usize = 5;
 
 /// A parsed `query: {removedApis: {...}}`; every field may use `{{params.NAME}}`.
 #[derive(Debug, Clone)]
@@ -203,11 +200,32 @@ impl RemovedApisQuery {
             extra_annotations: r.annotations.clone(),
         };
         let mut objects: Vec<ManifestObject> = Vec::new();
-        let mut errors = Vec::new();
+        // Paths that cannot be read are the user's to fix before anything is judged; a
+        // document or object that cannot be read is a failed finding of its own, so that one
+        // broken release does not hide what every other object says.
+        let mut unreadable_paths = Vec::new();
+        let mut unjudged = Vec::new();
+        let sort = |errors: Vec<ApiError>, paths: &mut Vec<String>, unjudged: &mut Vec<Value>| {
+            for e in errors {
+                match e {
+                    ApiError::Read { .. } => paths.push(e.to_string()),
+                    other => unjudged.push(unjudged_json(&other)),
+                }
+            }
+        };
         for path in &r.manifests {
             let scan = scan_path_with(Path::new(path), &options);
             objects.extend(scan.objects);
-            errors.extend(scan.errors.into_iter().map(|e| e.to_string()));
+            sort(scan.errors, &mut unreadable_paths, &mut unjudged);
+        }
+        if let Some(first) = unreadable_paths.first() {
+            let more = match unreadable_paths.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            return Err(input(format!(
+                "{first}{more}: give a file or directory that can be read"
+            )));
         }
         if read_cluster {
             let scope = ClusterScope {
@@ -224,31 +242,54 @@ impl RemovedApisQuery {
             })
             .await?;
             objects.extend(scan.objects);
-            errors.extend(scan.errors.into_iter().map(|e| e.to_string()));
+            sort(scan.errors, &mut unreadable_paths, &mut unjudged);
         }
-        if !errors.is_empty() {
-            let mut message = format!(
-                "{} unreadable: {}",
-                if errors.len() == 1 {
-                    "1 file or object is".to_string()
-                } else {
-                    format!("{} files or objects are", errors.len())
-                },
-                errors[..errors.len().min(SHOWN_ERRORS)].join("; ")
-            );
-            if errors.len() > SHOWN_ERRORS {
-                message.push_str(&format!("; and {} more", errors.len() - SHOWN_ERRORS));
-            }
-            message.push_str(" (fix them, or remove them from the manifests or the cluster)");
-            return Err(input(message));
-        }
-        Ok(Value::Array(
-            classify(&table, &target, &objects)
-                .iter()
-                .map(finding_json)
-                .collect(),
-        ))
+        let mut findings: Vec<Value> = classify(&table, &target, &objects)
+            .iter()
+            .map(finding_json)
+            .collect();
+        findings.extend(unjudged);
+        Ok(Value::Array(findings))
     }
+}
+
+/// A document or object that could not be read, as a failed finding: its API cannot be judged.
+fn unjudged_json(e: &ApiError) -> Value {
+    let (object, source, problem) = match e {
+        ApiError::Object {
+            object,
+            origin,
+            problem,
+        } => (
+            json!({
+                "apiVersion": object.api_version,
+                "kind": object.kind,
+                "namespace": object.namespace,
+                "name": object.name,
+            }),
+            origin.clone(),
+            format!("{object}: {problem}"),
+        ),
+        ApiError::Document {
+            file,
+            document,
+            problem,
+        } => (
+            Value::Null,
+            file.display().to_string(),
+            format!("document {document}: {problem}"),
+        ),
+        other => (Value::Null, String::new(), other.to_string()),
+    };
+    json!({
+        "outcome": "failed",
+        "message": format!("{problem}; its API versions cannot be judged: fix it or remove it"),
+        "object": object,
+        "source": source,
+        "replacement": null,
+        "removedIn": null,
+        "deprecatedIn": null,
+    })
 }
 
 /// A failed request, sorted as the other cluster queries sort theirs, saying what it was for.
@@ -500,8 +541,6 @@ mod tests {
 
     #[tokio::test]
     async fn bad_inputs_name_what_to_fix() {
-        let dir = dir_with(&[("broken.yaml", "apiVersion: v1\nkind: [\n")]);
-        let broken = dir.path().join("broken.yaml").display().to_string();
         for (params, says) in [
             (vec![("cluster", "false")], "target is empty"),
             (vec![("to", "one-sixteen")], "write it as 1.16"),
@@ -511,11 +550,7 @@ mod tests {
             ),
             (
                 vec![("to", "1.16"), ("manifests", "/nonexistent/manifests")],
-                "/nonexistent/manifests: cannot read",
-            ),
-            (
-                vec![("to", "1.16"), ("manifests", broken.as_str())],
-                "broken.yaml, document 1: not YAML or JSON",
+                "/nonexistent/manifests: cannot read: No such file or directory (os error 2): give a file or directory that can be read",
             ),
             (
                 vec![
@@ -535,6 +570,36 @@ mod tests {
             assert!(text.starts_with("removedApis target="), "{text}");
             assert!(text.contains(says), "{params:?}: {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_document_that_cannot_be_read_is_a_failed_finding_of_its_own() {
+        let dir = dir_with(&[
+            ("a-broken.yaml", "apiVersion: v1\nkind: [\n"),
+            ("b-app.yaml", OLD_DEPLOYMENT),
+        ]);
+        let path = dir.path().display().to_string();
+        let data = fetch(&[("to", "1.16"), ("manifests", &path)])
+            .await
+            .expect("data");
+        let found = data.as_array().expect("a list");
+        // The other file is still judged; the broken document comes after the findings.
+        assert_eq!(found.len(), 3, "{data}");
+        assert_eq!(found[0]["object"]["name"], "web");
+        assert_eq!(found[1]["object"]["name"], "front");
+        let broken = &found[2];
+        assert_eq!(broken["outcome"], "failed");
+        assert_eq!(broken["object"], Value::Null);
+        assert_eq!(
+            broken["source"],
+            dir.path().join("a-broken.yaml").display().to_string()
+        );
+        let message = broken["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("document 1: not YAML or JSON: ")
+                && message.ends_with("; its API versions cannot be judged: fix it or remove it"),
+            "{message}"
+        );
     }
 
     #[tokio::test]
