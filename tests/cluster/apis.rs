@@ -565,3 +565,396 @@ kptest!(
         assert_eq!(ours("fixed"), Vec::<Vec<String>>::new());
     }
 );
+
+/// The peers' fixtures: `$KPILOT_SHARED_DIR/peer-fixtures/removed-apis`, else
+/// `../shared/peer-fixtures/removed-apis` beside the repository. Missing, the test fails.
+fn peer_fixtures() -> std::path::PathBuf {
+    let shared = std::env::var_os("KPILOT_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| super::root().join("../shared"));
+    let dir = shared.join("peer-fixtures/removed-apis");
+    assert!(
+        dir.is_dir(),
+        "peer fixtures missing: {} is not a directory (set KPILOT_SHARED_DIR to the shared directory)",
+        dir.display()
+    );
+    dir
+}
+
+/// A Report running only the two removed-API checks, their `namespace` param set to `ns`.
+fn report(ns: &str) -> String {
+    format!(
+        "apiVersion: kpilot/v1
+kind: Report
+metadata: {{name: apis}}
+spec:
+  clusterType: self-hosted
+  select: {{ids: [removed-apis, deprecated-apis]}}
+  overrides:
+    - {{check: removed-apis, params: {{namespace: \"{ns}\"}}}}
+    - {{check: deprecated-apis, params: {{namespace: \"{ns}\"}}}}
+"
+    )
+}
+
+/// `kpilot inspect ... -o json`, expecting exit `code`; the report.
+fn inspect(dir: &Dir, args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec![
+        "inspect",
+        "--scenario",
+        "upgrade",
+        "--to",
+        "1.16",
+        "--report",
+        "r.yaml",
+        "-o",
+        "json",
+    ];
+    all.extend(args);
+    let ran = dir.kp(&all).expect(code);
+    serde_json::from_str(&ran.stdout)
+        .unwrap_or_else(|e| panic!("inspect -o json is not JSON ({e}): {}", ran.stdout))
+}
+
+/// The report's check `id`.
+fn check<'r>(report: &'r serde_json::Value, id: &str) -> &'r serde_json::Value {
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {report}"))
+}
+
+/// A check's items as (outcome, apiVersion, kind, namespace, name, source, replacement,
+/// removedIn), sorted; absent fields are "".
+fn items(report: &serde_json::Value, id: &str) -> Vec<[String; 8]> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    let mut out: Vec<[String; 8]> = check(report, id)["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let o = &i["object"];
+            [
+                s(&i["outcome"]),
+                s(&o["apiVersion"]),
+                s(&o["kind"]),
+                s(&o["namespace"]),
+                s(&o["name"]),
+                s(&i["source"]),
+                s(&i["replacement"]),
+                s(&i["removedIn"]),
+            ]
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn item(fields: [&str; 8]) -> [String; 8] {
+    fields.map(str::to_owned)
+}
+
+kptest!(
+    inspect_names_annotated_objects_and_helm_releases_then_passes_once_fixed,
+    |dir| {
+        let mut created = Created::default();
+        let ns = namespace(&mut created, "apis-inspect");
+        dir.write("r.yaml", &report(&ns));
+        let kubeconfig = super::kubeconfig().display().to_string();
+
+        created.create(deployment(&ns, "web"));
+        annotate(
+            "deployment",
+            &ns,
+            "web",
+            LAST_APPLIED,
+            applied("extensions/v1beta1", "Deployment", &ns, "web"),
+        );
+        created.create(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "front", "namespace": ns},
+            "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}},
+        }));
+        annotate(
+            "ingress",
+            &ns,
+            "front",
+            LAST_APPLIED,
+            applied("extensions/v1beta1", "Ingress", &ns, "front"),
+        );
+        created.create(helm_secret(
+            &ns,
+            "shop",
+            1,
+            "deployed",
+            "apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n",
+        ));
+        let helm = format!("helm:{ns}/shop");
+
+        let r = inspect(&dir, &["--kubeconfig", &kubeconfig], 1);
+        assert_eq!(r["schemaVersion"], 1);
+        assert_eq!(r["target"], "1.16");
+        let removed = check(&r, "removed-apis");
+        assert_eq!(removed["outcome"], "failed", "{removed}");
+        assert_eq!(removed["category"], "workloads/apis");
+        assert_eq!(removed["severity"], "error");
+        assert_eq!(
+            removed["remediation"]["url"],
+            "https://kubernetes.io/docs/reference/using-api/deprecation-guide/"
+        );
+        assert_eq!(
+            items(&r, "removed-apis"),
+            vec![
+                item([
+                    "failed",
+                    "extensions/v1beta1",
+                    "Deployment",
+                    &ns,
+                    "web",
+                    "cluster",
+                    "apps/v1",
+                    "v1.16.0"
+                ]),
+                item([
+                    "failed",
+                    "extensions/v1beta1",
+                    "NetworkPolicy",
+                    &ns,
+                    "deny",
+                    &helm,
+                    "networking.k8s.io/v1",
+                    "v1.16.0"
+                ]),
+            ]
+        );
+        let first = &removed["items"].as_array().expect("items")[0];
+        assert_eq!(
+            first["message"].as_str().unwrap_or_default(),
+            if first["source"] == "cluster" {
+                format!("cluster: Deployment {ns}/web uses extensions/v1beta1, removed in v1.16.0; use apps/v1")
+            } else {
+                format!("{helm}: NetworkPolicy {ns}/deny uses extensions/v1beta1, removed in v1.16.0; use networking.k8s.io/v1")
+            }
+        );
+        let deprecated = check(&r, "deprecated-apis");
+        assert_eq!(deprecated["outcome"], "warning", "{deprecated}");
+        assert_eq!(
+            items(&r, "deprecated-apis"),
+            vec![item([
+                "warning",
+                "extensions/v1beta1",
+                "Ingress",
+                &ns,
+                "front",
+                "cluster",
+                "networking.k8s.io/v1",
+                "v1.22.0"
+            ])]
+        );
+        assert_eq!(r["summary"]["failed"], 1, "{}", r["summary"]);
+        assert_eq!(r["summary"]["warning"], 1, "{}", r["summary"]);
+
+        // Applied again in current versions, the release's Secret gone: both pass.
+        annotate(
+            "deployment",
+            &ns,
+            "web",
+            LAST_APPLIED,
+            applied("apps/v1", "Deployment", &ns, "web"),
+        );
+        annotate(
+            "ingress",
+            &ns,
+            "front",
+            LAST_APPLIED,
+            applied("networking.k8s.io/v1", "Ingress", &ns, "front"),
+        );
+        kubectl(
+            &["delete", "secret", "-n", &ns, "sh.helm.release.v1.shop.v1"],
+            None,
+        );
+        let r = inspect(&dir, &["--kubeconfig", &kubeconfig], 0);
+        assert_eq!(check(&r, "removed-apis")["outcome"], "passed");
+        assert_eq!(check(&r, "deprecated-apis")["outcome"], "passed");
+        assert_eq!(r["summary"]["passed"], 2, "{}", r["summary"]);
+    }
+);
+
+kptest!(inspect_no_cluster_judges_the_peers_fixtures, |dir| {
+    dir.write("r.yaml", &report(""));
+    let fixtures = peer_fixtures();
+    let manifests = fixtures.display().to_string();
+    // No cluster is read: a kubeconfig that does not exist is never opened.
+    let r = inspect(
+        &dir,
+        &[
+            "--no-cluster",
+            "--manifests",
+            &manifests,
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        1,
+    );
+    let file = |name: &str| fixtures.join(name).display().to_string();
+    let removed = items(&r, "removed-apis");
+    // What kubent's and pluto's own tests find at 1.16: Deployments in apps/v1beta1 and
+    // extensions/v1beta1, read from YAML, JSON, a List, last-applied annotations and Helm
+    // release Secrets (named after the release, not the file).
+    for expected in [
+        [
+            "failed",
+            "apps/v1beta1",
+            "Deployment",
+            "",
+            "nginx-deployment-old",
+            &file("deployment-v1beta1.yaml"),
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "extensions/v1beta1",
+            "Deployment",
+            "default",
+            "nginx-deployment-old",
+            &file("deployment-v1beta1.json"),
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "apps/v1beta1",
+            "Deployment",
+            "default",
+            "nginx-deployment-old",
+            &file("fake-deployment-v1beta1-with-annotation.yaml"),
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "extensions/v1beta1",
+            "Deployment",
+            "",
+            "utilities",
+            &file("pluto-list-deployment-deprecated-and-non-deprecated.yaml"),
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "extensions/v1beta1",
+            "Deployment",
+            "json-namespace",
+            "utilities",
+            &file("pluto-finder-deployment-extensions-v1beta1.json"),
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "extensions/v1beta1",
+            "Deployment",
+            "demo2",
+            "test-helm3chart-v1beta1",
+            "helm:demo2/test",
+            "apps/v1",
+            "v1.16.0",
+        ],
+        [
+            "failed",
+            "extensions/v1beta1",
+            "Deployment",
+            "default",
+            "test-helm3chart-v1beta1",
+            "helm:default/test",
+            "apps/v1",
+            "v1.16.0",
+        ],
+    ] {
+        assert!(
+            removed.contains(&item(expected)),
+            "{expected:?} not in {removed:#?}"
+        );
+    }
+    assert_eq!(removed.len(), 11, "{removed:#?}");
+    // Served (apps/v1) with no annotation, the non-deprecated List item, apps/v1 itself: nothing.
+    let names: Vec<&str> = removed.iter().map(|i| i[5].as_str()).collect();
+    for fine in [
+        "fake-deployment-v1beta1-no-annotation.yaml",
+        "pluto-list-deployment-non-deprecated.yaml",
+        "pluto-deployment-apps-v1.yaml",
+    ] {
+        assert!(!names.contains(&file(fine).as_str()), "{fine} was flagged");
+    }
+    let deprecated = items(&r, "deprecated-apis");
+    for expected in [
+        [
+            "warning",
+            "extensions/v1beta1",
+            "Ingress",
+            "",
+            "test-ingress",
+            &file("ingress-v1beta1.yaml"),
+            "networking.k8s.io/v1",
+            "v1.22.0",
+        ],
+        [
+            "warning",
+            "extensions/v1beta1",
+            "Ingress",
+            "default",
+            "test-ingress",
+            &file("fake-ingress-v1beta1-with-annotation.yaml"),
+            "networking.k8s.io/v1",
+            "v1.22.0",
+        ],
+        [
+            "warning",
+            "extensions/v1beta1",
+            "Ingress",
+            "",
+            "test-ingress",
+            &file("deployment-v1beta1-and-ingress-v1beta1.yaml"),
+            "networking.k8s.io/v1",
+            "v1.22.0",
+        ],
+    ] {
+        assert!(
+            deprecated.contains(&item(expected)),
+            "{expected:?} not in {deprecated:#?}"
+        );
+    }
+    assert!(
+        deprecated.iter().all(|i| i[0] == "warning"),
+        "{deprecated:#?}"
+    );
+
+    // A row the user adds in the Report flags a CRD the default table does not know.
+    dir.write(
+        "r.yaml",
+        &format!(
+            "{}  apiVersions:\n    - {{version: cert-manager.io/v1alpha2, kind: Issuer, deprecated-in: v1.4.0, removed-in: v1.6.0, replacement-api: cert-manager.io/v1}}\n",
+            report("")
+        ),
+    );
+    let issuer = file("issuer-v1alpha2.yaml");
+    let r = inspect(&dir, &["--no-cluster", "--manifests", &issuer], 1);
+    assert_eq!(
+        items(&r, "removed-apis"),
+        vec![item([
+            "failed",
+            "cert-manager.io/v1alpha2",
+            "Issuer",
+            "sandbox",
+            "selfsigned-issuer",
+            &issuer,
+            "cert-manager.io/v1",
+            "v1.6.0"
+        ])]
+    );
+});
