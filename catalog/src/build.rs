@@ -56,6 +56,8 @@ pub struct Inputs {
     pub annotations: Vec<String>,
     /// The report file, when there was one.
     pub report_file: Option<String>,
+    /// Where the shipped driver scripts were written ([`crate::shipped::DRIVERS`]).
+    pub drivers: String,
 }
 
 fn s(text: impl Into<String>) -> Value {
@@ -109,6 +111,7 @@ pub fn workflow(selection: &Selection, facts: &Facts, inputs: &Inputs) -> String
             },
         ),
         ("annotations", inputs.annotations.join(",")),
+        ("drivers", inputs.drivers.clone()),
     ];
     let params: Vec<Value> = run_params
         .into_iter()

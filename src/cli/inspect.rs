@@ -131,6 +131,38 @@ fn api_version_rows(path: &std::path::Path) -> Result<Vec<serde_json::Value>, Us
         .collect()
 }
 
+/// Writes the shipped checks' driver scripts under the state directory
+/// (`drivers/`), each replaced whole so a running inspection never reads a
+/// half-written one, and returns that directory for the `drivers` param.
+fn write_drivers(state: &kpilot_engine::store::StateDir) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = state.root().join("drivers");
+    if kpilot_catalog::shipped::DRIVERS.is_empty() {
+        return Ok(String::new());
+    }
+    let failed = |e: std::io::Error| {
+        Usage(format!(
+            "{}: cannot write the catalog's driver scripts: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(&dir).map_err(failed)?;
+    for (name, text) in kpilot_catalog::shipped::DRIVERS {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).is_ok_and(|t| t == *text) {
+            continue;
+        }
+        let temp = dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&temp, text).map_err(failed)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
+        std::fs::rename(&temp, &path).map_err(failed)?;
+    }
+    Ok(std::path::absolute(&dir)
+        .unwrap_or(dir)
+        .display()
+        .to_string())
+}
+
 pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let scenario = Scenario::parse(&args.scenario).ok_or_else(|| {
         Usage(format!(
@@ -209,6 +241,7 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
         nodes: args.inventory.is_some(),
     };
     let selection = select::select(&catalog, &spec, &facts).map_err(|e| Usage(e.to_string()))?;
+    let drivers = write_drivers(&state.state_dir()?)?;
     let absolute = |p: &PathBuf| {
         std::path::absolute(p)
             .unwrap_or_else(|_| p.clone())
@@ -222,6 +255,7 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
         api_versions: rows,
         annotations: args.annotations.clone(),
         report_file: args.report.as_ref().map(absolute),
+        drivers,
     };
     let text = build::workflow(&selection, &facts, &inputs);
     let file = args
@@ -280,7 +314,16 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
     let report = kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)?;
     let id = &report.run_id;
     super::report::print(&report, args.output == InspectFormat::Json)?;
-    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}` checks again what did not pass");
+    // `resume` reaches the cluster through its own flags: name the same one.
+    let mut flags = String::new();
+    if let Some(k) = &args.cluster.kubeconfig {
+        let k = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+        flags.push_str(&format!(" --kubeconfig {}", k.display()));
+    }
+    if let Some(c) = &args.cluster.context {
+        flags.push_str(&format!(" --context {c}"));
+    }
+    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}{flags}` checks again what did not pass");
     if !outcome.internal.is_empty() {
         return Ok(Exit::Internal);
     }

@@ -13,6 +13,7 @@ mod apis;
 mod drivers;
 mod flags;
 mod gate;
+mod inspect;
 mod nodes;
 mod shipped;
 mod unreachable;
