@@ -179,12 +179,12 @@ async fn applied(
                 }),
                 Ok(None) => {}
                 Err(problem) => scan.errors.push(ApiError::Object {
-                    object: ObjectRef {
+                    object: Box::new(ObjectRef {
                         api_version: ar.api_version.clone(),
                         kind: ar.kind.clone(),
                         namespace: meta.namespace.clone(),
                         name: meta.name.clone().unwrap_or_default(),
-                    },
+                    }),
                     origin: "cluster".to_string(),
                     problem,
                 }),
@@ -306,12 +306,12 @@ async fn helm_releases(
                 other => other.to_string(),
             };
             ApiError::Object {
-                object: ObjectRef {
+                object: Box::new(ObjectRef {
                     api_version: "v1".to_string(),
                     kind: "Secret".to_string(),
                     namespace: Some(ns.clone()),
                     name: name.clone(),
-                },
+                }),
                 origin: format!("helm:{ns}/{release}"),
                 problem,
             }

@@ -73,8 +73,9 @@ pub enum ApiError {
     /// An object read from a cluster could not be judged.
     #[error("{object} ({origin}): {problem}")]
     Object {
-        /// The object as the API server serves it (for a Helm release, its Secret).
-        object: ObjectRef,
+        /// The object as the API server serves it (for a Helm release, its Secret); boxed, as
+        /// every other error is small.
+        object: Box<ObjectRef>,
         /// Where its manifest was to come from: `cluster`, or `helm:NAMESPACE/RELEASE`.
         origin: String,
         /// What is wrong.
