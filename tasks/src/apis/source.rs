@@ -205,8 +205,10 @@ impl Found<'_> {
             return self.helm_release(&value, document);
         }
         let (api_version, kind) = match self.applied(&value) {
-            Ok(Some((v, k))) => (v, k),
-            Ok(None) => (api_version.to_string(), kind.to_string()),
+            // A controller copies its object's annotations to the objects it makes (a
+            // Deployment's to its ReplicaSets): one naming another kind is not about this one.
+            Ok(Some((v, k))) if k == kind => (v, k),
+            Ok(_) => (api_version.to_string(), kind.to_string()),
             Err(problem) => return self.error(document, problem),
         };
         let namespace = str_at(&value, &["metadata", "namespace"])
