@@ -1,0 +1,242 @@
+//! The catalog's node checks (`workflows/catalog/nodes.yaml`) on real agents:
+//! each test seeds the real problem on one node (in its network namespace,
+//! or its agent's mount namespace), sees the check fail naming that node, fixes
+//! it and sees the check pass. The clock is the machine's, shared by every
+//! node: the NTP test changes it for all of them, and puts it back.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+
+use super::{instances, Fleet, FLEET};
+use crate::util::prereq::{needs, Need, IPTABLES};
+use crate::util::{Dir, Reap};
+
+const PYTHON: Need = Need::Program("python3", "python3");
+const NSENTER: Need = Need::Program("nsenter", "util-linux");
+
+/// What one run of a catalog check found: kpilot's exit code and, by node,
+/// what its check said about each failing item.
+#[derive(Debug)]
+struct Verdict {
+    code: i32,
+    failed: BTreeMap<String, Vec<String>>,
+    log: String,
+}
+
+impl Verdict {
+    /// Asserts that exactly `nodes` failed, each with a message containing `want`.
+    #[track_caller]
+    fn fails_on(&self, nodes: &[&str], want: &str) {
+        assert_eq!(self.code, 1, "{self:#?}");
+        let got: Vec<&str> = self.failed.keys().map(String::as_str).collect();
+        assert_eq!(got, nodes, "{self:#?}");
+        for (node, messages) in &self.failed {
+            assert!(
+                messages.iter().any(|m| m.contains(want)),
+                "{node}: no message says {want:?}: {messages:#?}"
+            );
+        }
+    }
+
+    #[track_caller]
+    fn passes(&self) {
+        assert!(
+            self.code == 0 && self.failed.is_empty(),
+            "the check still fails: {self:#?}"
+        );
+    }
+}
+
+/// The `---` document of `workflows/catalog/nodes.yaml` that defines `id`.
+fn document(id: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/catalog/nodes.yaml");
+    let text = std::fs::read_to_string(path).expect("the node catalog");
+    text.split("\n---\n")
+        .find(|d| d.lines().any(|l| l.trim() == format!("name: {id}")))
+        .unwrap_or_else(|| panic!("no check {id} in {path}"))
+        .to_owned()
+}
+
+/// The lines of a top-level block (`check:`, `params:`) of a check document,
+/// without its first line.
+fn block(doc: &str, key: &str) -> String {
+    let mut lines = doc.lines().skip_while(|l| *l != format!("{key}:"));
+    lines.next();
+    lines
+        .take_while(|l| l.starts_with(' ') || l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Runs catalog check `id` over every agent of the fleet, with its own params
+/// (those given over its defaults), as a step of a workflow holding the
+/// check's own body and params word for word.
+fn run_check(fleet: &Fleet, dir: &Dir, id: &str, params: &[(&str, &str)]) -> Verdict {
+    let doc = document(id);
+    let body: String = block(&doc, "check")
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
+    let declared = block(&doc, "params");
+    let run = format!("r{}", dir.read("runs").len());
+    dir.write("runs", &format!("{}.", dir.read("runs")));
+    dir.write(
+        &format!("{run}.yaml"),
+        &format!(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: {id}}}\nspec:\n  params:\n{declared}  steps:\n    - id: {id}\n      phase: pre-check\n      executor: per-node\n      nodes: {{maxFailures: 100}}\n      check:\n{body}"
+        ),
+    );
+    let mut args = vec![
+        "run".to_owned(),
+        format!("{run}.yaml"),
+        "--run-id".to_owned(),
+        run.clone(),
+        "--inventory".to_owned(),
+        "inventory.yaml".to_owned(),
+    ];
+    for (k, v) in params {
+        args.push("--param".to_owned());
+        args.push(format!("{k}={v}"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ran = fleet.kp(dir, &args);
+    let failed = instances(&dir.status(&run), id)
+        .into_iter()
+        .filter(|(_, (state, _))| state != "succeeded")
+        .map(|(node, (_, reason))| (node, vec![reason]))
+        .collect();
+    Verdict {
+        code: ran.code,
+        failed,
+        log: format!("{}\n{}", ran.stdout, ran.stderr),
+    }
+}
+
+/// A fleet of three nodes with an inventory.
+fn fleet(dir: &Dir, tag: &str) -> Fleet {
+    let fleet = Fleet::start(dir, tag, 3, 2);
+    fleet.write_inventory(dir, |_| String::new());
+    fleet
+}
+
+/// Runs `args`, panicking with its standard error when it fails.
+#[track_caller]
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a command");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+kptest!(catalog_firewalld_fails_on_the_node_whose_network_runs_it, |dir| {
+    if !needs("catalog_firewalld", FLEET) {
+        return;
+    }
+    let fleet = fleet(&dir, "cfw");
+    // A daemon named firewalld in node-02's network namespace (a copy of
+    // sleep: the kernel names a process after the file it ran). Every node
+    // sees it (one PID namespace), but only node-02's network is its.
+    let exe = dir.join("firewalld");
+    std::fs::copy("/usr/bin/sleep", &exe).expect("copy sleep");
+    let exe = exe.to_string_lossy().into_owned();
+    let daemon = Command::new("ip")
+        .args(["netns", "exec", &fleet.nodes[1].ns, &exe, "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start firewalld");
+    let pid = daemon.id();
+    let reap = Reap(pid as i32);
+    let verdict = run_check(&fleet, &dir, "node-firewalld-not-running", &[]);
+    verdict.fails_on(
+        &["node-02"],
+        &format!("firewalld runs on the node (pid {pid}): it rewrites the node's iptables rules"),
+    );
+    drop(reap);
+    let mut daemon = daemon;
+    let _ = daemon.wait();
+    run_check(&fleet, &dir, "node-firewalld-not-running", &[]).passes();
+});
+
+kptest!(catalog_forward_policy_drop_fails_on_that_node, |dir| {
+    if !needs("catalog_forward_policy_drop", &[FLEET[0], FLEET[1], IPTABLES]) {
+        return;
+    }
+    let fleet = fleet(&dir, "cfd");
+    fleet.on(1, &["iptables", "-P", "FORWARD", "DROP"]);
+    let id = "node-forward-policy-drop";
+    run_check(&fleet, &dir, id, &[]).fails_on(
+        &["node-02"],
+        "the FORWARD chain's policy is DROP: pod traffic routed through the node is dropped",
+    );
+    // A DROP policy with the pod CIDR accepted first is what Docker and
+    // most CNIs set up together: with podCidr, that passes.
+    fleet.on(
+        1,
+        &["iptables", "-A", "FORWARD", "-s", "10.244.0.0/16", "-j", "ACCEPT"],
+    );
+    run_check(&fleet, &dir, id, &[("podCidr", "10.244.0.0/16")]).passes();
+    run_check(&fleet, &dir, id, &[("podCidr", "10.245.0.0/16")]).fails_on(
+        &["node-02"],
+        "policy is DROP and no FORWARD rule accepts 10.245.0.0/16",
+    );
+    fleet.on(1, &["iptables", "-P", "FORWARD", "ACCEPT"]);
+    run_check(&fleet, &dir, id, &[]).passes();
+});
+
+kptest!(catalog_ip_forward_off_fails_on_that_node, |dir| {
+    if !needs("catalog_ip_forward", FLEET) {
+        return;
+    }
+    let fleet = fleet(&dir, "cif");
+    // A new network namespace starts with forwarding off.
+    for k in [0, 2] {
+        fleet.on(k, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+    let id = "node-ip-forward";
+    run_check(&fleet, &dir, id, &[]).fails_on(
+        &["node-02"],
+        "net.ipv4.ip_forward is 0: the node does not route pod traffic",
+    );
+    fleet.on(1, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    run_check(&fleet, &dir, id, &[]).passes();
+});
+
+kptest!(catalog_bridge_nf_call_iptables_off_or_missing_fails, |dir| {
+    if !needs("catalog_bridge_nf_call_iptables", FLEET) {
+        return;
+    }
+    let fleet = fleet(&dir, "cbr");
+    let id = "node-bridge-nf-call-iptables";
+    let entry = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    assert!(
+        std::path::Path::new(entry).exists(),
+        "this test needs br_netfilter (modprobe br_netfilter): {entry} does not exist"
+    );
+    fleet.on(1, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]);
+    run_check(&fleet, &dir, id, &[]).fails_on(
+        &["node-02"],
+        "net.bridge.bridge-nf-call-iptables is 0: traffic between pods on the bridge skips iptables",
+    );
+    fleet.on(1, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+    run_check(&fleet, &dir, id, &[]).passes();
+    // A node without br_netfilter has no such entry. The module is built into
+    // this kernel and cannot be unloaded, so ask for an entry that no node
+    // has: absence fails, it is never read as a pass.
+    run_check(
+        &fleet,
+        &dir,
+        id,
+        &[("sysctl", "net.bridge.bridge-nf-call-iptables-absent")],
+    )
+    .fails_on(
+        &["node-01", "node-02", "node-03"],
+        "net.bridge.bridge-nf-call-iptables-absent does not exist: the br_netfilter module is not loaded",
+    );
+});
