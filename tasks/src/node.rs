@@ -470,7 +470,11 @@ fn processes() -> Result<Value, NodeError> {
     let own = std::fs::read_link("/proc/self/ns/net").ok();
     let mut out: Vec<(u32, Value)> = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         // A process that ended since the listing has no comm any more.

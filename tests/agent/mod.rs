@@ -280,7 +280,10 @@ impl Fleet {
     /// The pid of a node's agent (`ip netns exec` execs it), to enter its
     /// mount namespace.
     pub fn agent_pid(&self, k: usize) -> u32 {
-        self.agents[k].as_ref().map(Child::id).expect("the agent runs")
+        self.agents[k]
+            .as_ref()
+            .map(Child::id)
+            .expect("the agent runs")
     }
 
     /// kill -9 of a node's agent.
