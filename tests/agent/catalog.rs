@@ -27,7 +27,7 @@ impl Verdict {
     /// Asserts that exactly `nodes` failed, each with a message containing `want`.
     #[track_caller]
     fn fails_on(&self, nodes: &[&str], want: &str) {
-        assert_eq!(self.code, 1, "{self:#?}");
+        assert_eq!(self.code, 1, "kpilot said:\n{}\n{self:#?}", self.log);
         let got: Vec<&str> = self.failed.keys().map(String::as_str).collect();
         assert_eq!(got, nodes, "{self:#?}");
         for (node, messages) in &self.failed {

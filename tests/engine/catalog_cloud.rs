@@ -146,7 +146,12 @@ fn run_check(dir: &Dir, id: &str, params: &[(&str, &str)]) -> Verdict {
 impl Verdict {
     #[track_caller]
     fn fails_with(&self, want: &[&str]) {
-        assert_eq!((self.code, self.state.as_str()), (1, "failed"), "{self:#?}");
+        assert_eq!(
+            (self.code, self.state.as_str()),
+            (1, "failed"),
+            "kpilot said:\n{}\n{self:#?}",
+            self.stderr
+        );
         for w in want {
             assert!(
                 self.items.iter().any(|i| i.contains(w)) || self.reason.contains(w),
@@ -165,7 +170,7 @@ impl Verdict {
     }
 }
 
-fn lb_params<'a>(cli: &'a str) -> Vec<(&'a str, &'a str)> {
+fn lb_params(cli: &str) -> Vec<(&str, &str)> {
     vec![
         ("cli", cli),
         ("loadBalancerId", LB),
