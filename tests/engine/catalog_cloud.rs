@@ -300,6 +300,20 @@ kptest!(
         run_check(&dir, id, &more).fails_with(&[
         "security group sg-bp1master00000000001 does not let sg-bp1node0000000000001 in on tcp/10255",
     ]);
+        // A rule by CIDR counts for the nodes when their CIDR lies in it.
+        group(
+            MASTERS,
+            "ecs-DescribeSecurityGroupAttribute-masters-by-cidr.json",
+        );
+        run_check(&dir, id, &params).fails_with(&[
+        "no ingress rule of sg-bp1master00000000001 accepts sg-bp1node0000000000001 on tcp/6443",
+    ]);
+        let mut by_cidr = params.to_vec();
+        by_cidr.push(("nodeCidr", "192.168.8.0/22"));
+        run_check(&dir, id, &by_cidr).passes();
+        by_cidr.pop();
+        by_cidr.push(("nodeCidr", "10.8.0.0/22"));
+        run_check(&dir, id, &by_cidr).fails_with(&["tcp/6443"]);
         // A group that does not exist: the CLI's error, not a pass.
         let mut unknown = params.to_vec();
         unknown.retain(|(k, _)| *k != "nodeSecurityGroup");
