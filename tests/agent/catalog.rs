@@ -1,39 +1,56 @@
-//! The catalog's node checks (`workflows/catalog/nodes.yaml`) on real agents:
-//! each test seeds the real problem on one node (in its network namespace,
-//! or its agent's mount namespace), sees the check fail naming that node, fixes
-//! it and sees the check pass. The clock is the machine's, shared by every
+//! The catalog's node checks (`workflows/catalog/nodes.yaml`) on real agents,
+//! through `kpilot inspect --inventory` and its JSON report: each test seeds
+//! the real problem on one node (in its network namespace, or its agent's
+//! mount namespace), sees the check fail naming that node, fixes it and sees
+//! the check pass. The clock is the machine's, shared by every
 //! node: the NTP test changes it for all of them, and puts it back.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
-use super::{instances, Fleet, FLEET};
+use super::{Fleet, FLEET};
 use crate::util::prereq::{needs, Need, IPTABLES};
 use crate::util::{Dir, Reap};
 
 const PYTHON: Need = Need::Program("python3", "python3");
 const NSENTER: Need = Need::Program("nsenter", "util-linux");
 
-/// What one run of a catalog check found: kpilot's exit code and, by node,
-/// what its check said about each failing item.
+/// What one inspection of a catalog check found: kpilot's exit code, the
+/// check's outcome in the report and, by node, the messages of its items
+/// that did not pass.
 #[derive(Debug)]
 struct Verdict {
     code: i32,
+    outcome: String,
+    message: String,
     failed: BTreeMap<String, Vec<String>>,
-    log: String,
+    report: serde_json::Value,
+    stderr: String,
 }
 
 impl Verdict {
     /// Asserts that exactly `nodes` failed, each with a message containing `want`.
     #[track_caller]
     fn fails_on(&self, nodes: &[&str], want: &str) {
-        assert_eq!(self.code, 1, "kpilot said:\n{}\n{self:#?}", self.log);
+        assert_eq!(
+            (self.code, self.outcome.as_str()),
+            (1, "failed"),
+            "kpilot said:\n{}\n{:#}",
+            self.stderr,
+            self.report
+        );
         let got: Vec<&str> = self.failed.keys().map(String::as_str).collect();
-        assert_eq!(got, nodes, "{self:#?}");
+        assert_eq!(got, nodes, "{:#}", self.report);
+        let summary = format!(
+            "{} of 3 nodes did not pass: {}",
+            nodes.len(),
+            nodes.join(", ")
+        );
+        assert!(self.message.contains(&summary), "{:#}", self.report);
         for (node, messages) in &self.failed {
             assert!(
                 messages.iter().any(|m| m.contains(want)),
-                "{node}: no message says {want:?}: {messages:#?}"
+                "{node}: no item says {want:?}: {messages:#?}"
             );
         }
     }
@@ -41,74 +58,72 @@ impl Verdict {
     #[track_caller]
     fn passes(&self) {
         assert!(
-            self.code == 0 && self.failed.is_empty(),
-            "the check still fails: {self:#?}"
+            self.code == 0 && self.outcome == "passed" && self.failed.is_empty(),
+            "the check does not pass:\n{}\n{:#}",
+            self.stderr,
+            self.report
         );
     }
 }
 
-/// The `---` document of `workflows/catalog/nodes.yaml` that defines `id`.
-fn document(id: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/catalog/nodes.yaml");
-    let text = std::fs::read_to_string(path).expect("the node catalog");
-    text.split("\n---\n")
-        .find(|d| d.lines().any(|l| l.trim() == format!("name: {id}")))
-        .unwrap_or_else(|| panic!("no check {id} in {path}"))
-        .to_owned()
-}
-
-/// The lines of a top-level block (`check:`, `params:`) of a check document,
-/// without its first line.
-fn block(doc: &str, key: &str) -> String {
-    let mut lines = doc.lines().skip_while(|l| *l != format!("{key}:"));
-    lines.next();
-    lines
-        .take_while(|l| l.starts_with(' ') || l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// Runs catalog check `id` over every agent of the fleet, with its own params
-/// (those given over its defaults), as a step of a workflow holding the
-/// check's own body and params word for word.
+/// `kpilot inspect --scenario patrol` over the fleet's inventory, of catalog
+/// check `id` alone (a `kind: Report` selecting it), with `params` over its
+/// defaults.
 fn run_check(fleet: &Fleet, dir: &Dir, id: &str, params: &[(&str, &str)]) -> Verdict {
-    let doc = document(id);
-    let body: String = block(&doc, "check")
-        .lines()
-        .map(|l| format!("      {l}\n"))
-        .collect();
-    let declared = block(&doc, "params");
-    let run = format!("r{}", dir.read("runs").len());
+    let n = dir.read("runs").len();
     dir.write("runs", &format!("{}.", dir.read("runs")));
+    let params: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", serde_json::Value::from(*v)))
+        .collect();
+    let report = format!("r{n}.yaml");
     dir.write(
-        &format!("{run}.yaml"),
+        &report,
         &format!(
-            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: {id}}}\nspec:\n  params:\n{declared}  steps:\n    - id: {id}\n      phase: pre-check\n      executor: per-node\n      nodes: {{maxFailures: 100}}\n      check:\n{body}"
+            "apiVersion: kpilot/v1\nkind: Report\nmetadata: {{name: t}}\nspec:\n  clusterType: self-hosted\n  select: {{ids: [{id}]}}\n  overrides:\n    - {{check: {id}, params: {{{}}}}}\n",
+            params.join(", ")
         ),
     );
-    let mut args = vec![
-        "run".to_owned(),
-        format!("{run}.yaml"),
-        "--run-id".to_owned(),
-        run.clone(),
-        "--inventory".to_owned(),
-        "inventory.yaml".to_owned(),
-    ];
-    for (k, v) in params {
-        args.push("--param".to_owned());
-        args.push(format!("{k}={v}"));
+    let ran = fleet.kp(
+        dir,
+        &[
+            "inspect",
+            "--scenario",
+            "patrol",
+            "--no-cluster",
+            "--inventory",
+            "inventory.yaml",
+            "--report",
+            &report,
+            "-o",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the report is not JSON ({e}):\n{}\n{}",
+            ran.stdout, ran.stderr
+        )
+    });
+    let checks = json["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 1, "one check in the report: {json:#}");
+    let check = &checks[0];
+    assert_eq!(check["id"], id, "{json:#}");
+    let mut failed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in check["items"].as_array().into_iter().flatten() {
+        if item["outcome"] != "passed" {
+            let node = item["node"].as_str().unwrap_or("<no node>").to_owned();
+            let message = item["message"].as_str().unwrap_or("").to_owned();
+            failed.entry(node).or_default().push(message);
+        }
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ran = fleet.kp(dir, &args);
-    let failed = instances(&dir.status(&run), id)
-        .into_iter()
-        .filter(|(_, (state, _))| state != "succeeded")
-        .map(|(node, (_, reason))| (node, vec![reason]))
-        .collect();
     Verdict {
         code: ran.code,
+        outcome: check["outcome"].as_str().unwrap_or("").to_owned(),
+        message: check["message"].as_str().unwrap_or("").to_owned(),
         failed,
-        log: format!("{}\n{}", ran.stdout, ran.stderr),
+        report: json,
+        stderr: ran.stderr,
     }
 }
 

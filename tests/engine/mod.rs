@@ -1,7 +1,6 @@
 //! The engine through the binary: order, edges, conditions, retries,
 //! timeouts, gates, repair, approvals, params, crashes and bad input.
 
-mod catalog_cloud;
 mod cel;
 mod crash;
 mod decisions;

@@ -1,10 +1,11 @@
-//! The catalog's cloud checks (`workflows/catalog/cloud.yaml`) through the
-//! `command` driver and the sample driver `workflows/catalog/drivers/aliyun.py`,
+//! The catalog's cloud checks (`workflows/catalog/cloud.yaml`), through
+//! `kpilot inspect --no-cluster`, the `command` driver and the shipped
+//! sample driver `workflows/catalog/drivers/aliyun.py`,
 //! with a stand-in `aliyun` CLI that prints the responses of
 //! `tests/fixtures/cloud/` (the cloud APIs' own shape): no cluster, no cloud.
 
 use crate::util::prereq::{needs, Need};
-use crate::util::{step_field, Dir};
+use crate::util::Dir;
 
 const PYTHON: Need = Need::Program("python3", "python3");
 
@@ -58,114 +59,113 @@ fn fake_cli(dir: &Dir) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// What one run of a catalog check found.
+/// What one inspection of a catalog check found: kpilot's exit code, and the
+/// check's outcome, message and failing items' messages in the report.
 #[derive(Debug)]
 struct Verdict {
     code: i32,
-    state: String,
-    reason: String,
+    outcome: String,
+    message: String,
     items: Vec<String>,
     stderr: String,
 }
 
-/// The `---` document of `workflows/catalog/cloud.yaml` that defines `id`.
-fn document(id: &str) -> String {
-    let path = format!("{ROOT}/workflows/catalog/cloud.yaml");
-    let text = std::fs::read_to_string(&path).expect("the cloud catalog");
-    text.split("\n---\n")
-        .find(|d| d.lines().any(|l| l.trim() == format!("name: {id}")))
-        .unwrap_or_else(|| panic!("no check {id} in {path}"))
-        .to_owned()
-}
-
-/// The lines of a top-level block of a check document, without its first line.
-fn block(doc: &str, key: &str) -> String {
-    let mut lines = doc.lines().skip_while(|l| *l != format!("{key}:"));
-    lines.next();
-    lines
-        .take_while(|l| l.starts_with(' ') || l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// Runs catalog check `id` with its own params (those given over the
-/// defaults, and `driver` pointing at the repository's sample driver), as
-/// the step of a workflow holding the check's body and params word for word.
+/// `kpilot inspect --scenario upgrade --to 1.35 --cluster-type managed
+/// --no-cluster` of catalog check `id` alone (a `kind: Report` selecting it),
+/// with `params` over its defaults.
 fn run_check(dir: &Dir, id: &str, params: &[(&str, &str)]) -> Verdict {
-    let doc = document(id);
-    let body: String = block(&doc, "check")
-        .lines()
-        .map(|l| format!("      {l}\n"))
-        .collect();
-    let declared = block(&doc, "params");
     let n = dir.read("runs").len();
     dir.write("runs", &format!("{}.", dir.read("runs")));
-    let run = format!("r{n}");
+    let params: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", serde_json::Value::from(*v)))
+        .collect();
+    let report = format!("r{n}.yaml");
     dir.write(
-        &format!("{run}.yaml"),
+        &report,
         &format!(
-            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: {id}}}\nspec:\n  params:\n{declared}  steps:\n    - id: {id}\n      phase: pre-check\n      check:\n{body}"
+            "apiVersion: kpilot/v1\nkind: Report\nmetadata: {{name: t}}\nspec:\n  select: {{ids: [{id}]}}\n  overrides:\n    - {{check: {id}, params: {{{}}}}}\n",
+            params.join(", ")
         ),
     );
-    let driver = format!("driver={ROOT}/workflows/catalog/drivers/aliyun.py");
-    let mut args = vec![
-        "run".to_owned(),
-        format!("{run}.yaml"),
-        "--run-id".to_owned(),
-        run.clone(),
-        "--param".to_owned(),
-        driver,
-    ];
-    for (k, v) in params {
-        args.push("--param".to_owned());
-        args.push(format!("{k}={v}"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ran = dir.kp(&args);
-    let status = dir.status(&run);
-    let step = status["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == id))
-        .cloned()
-        .unwrap_or_default();
-    let items = step["output"]["items"]
+    let ran = dir.kp(&[
+        "inspect",
+        "--scenario",
+        "upgrade",
+        "--to",
+        "1.35",
+        "--cluster-type",
+        "managed",
+        "--no-cluster",
+        "--report",
+        &report,
+        "-o",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the report is not JSON ({e}):\n{}\n{}",
+            ran.stdout, ran.stderr
+        )
+    });
+    let checks = json["checks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(checks.len(), 1, "one check in the report: {json:#}");
+    let check = &checks[0];
+    assert_eq!(check["id"], id, "{json:#}");
+    let items = check["items"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|i| i["outcome"] != "passed")
         .filter_map(|i| i["message"].as_str().map(str::to_owned))
         .collect();
     Verdict {
         code: ran.code,
-        state: step_field(&status, id, "state"),
-        reason: step_field(&status, id, "reason"),
+        outcome: check["outcome"].as_str().unwrap_or("").to_owned(),
+        message: check["message"].as_str().unwrap_or("").to_owned(),
         items,
         stderr: ran.stderr,
     }
 }
 
 impl Verdict {
+    /// Asserts the check failed, and that its message or one of its items
+    /// says each of `want`.
     #[track_caller]
     fn fails_with(&self, want: &[&str]) {
         assert_eq!(
-            (self.code, self.state.as_str()),
+            (self.code, self.outcome.as_str()),
             (1, "failed"),
             "kpilot said:\n{}\n{self:#?}",
             self.stderr
         );
         for w in want {
             assert!(
-                self.items.iter().any(|i| i.contains(w)) || self.reason.contains(w),
-                "no item says {w:?}: {self:#?}"
+                self.items.iter().any(|i| i.contains(w)) || self.message.contains(w),
+                "nothing says {w:?}: {self:#?}"
             );
         }
+    }
+
+    /// Asserts the check could not read its data (exit 3), saying `why`.
+    #[track_caller]
+    fn could_not_check(&self, why: &str) {
+        assert_eq!(
+            (self.code, self.outcome.as_str()),
+            (3, "error"),
+            "kpilot said:\n{}\n{self:#?}",
+            self.stderr
+        );
+        assert!(self.message.contains(why), "{self:#?}");
     }
 
     #[track_caller]
     fn passes(&self) {
         assert_eq!(
-            (self.code, self.state.as_str()),
-            (0, "succeeded"),
-            "{self:#?}"
+            (self.code, self.outcome.as_str()),
+            (0, "passed"),
+            "kpilot said:\n{}\n{self:#?}",
+            self.stderr
         );
     }
 }
@@ -232,23 +232,13 @@ kptest!(
         }
         let cli = fake_cli(&dir);
         let id = "apiserver-lb-healthy";
-        let no_id = run_check(&dir, id, &[("cli", &cli)]);
-        assert_eq!(no_id.state, "failed", "{no_id:#?}");
-        assert!(
-            no_id
-                .reason
-                .contains("no load balancer id: set the check's param loadBalancerId"),
-            "{no_id:#?}"
-        );
+        run_check(&dir, id, &[("cli", &cli)])
+            .could_not_check("no load balancer id: set the check's param loadBalancerId");
         let mut no_cli = lb_params("/nonexistent/aliyun");
         no_cli.retain(|(k, _)| *k != "cli");
         no_cli.push(("cli", "/nonexistent/aliyun"));
-        let v = run_check(&dir, id, &no_cli);
-        assert!(
-            v.reason
-                .contains("the cloud CLI `/nonexistent/aliyun` is not installed"),
-            "{v:#?}"
-        );
+        run_check(&dir, id, &no_cli)
+            .could_not_check("the cloud CLI `/nonexistent/aliyun` is not installed");
     }
 );
 
@@ -318,12 +308,7 @@ kptest!(
         let mut unknown = params.to_vec();
         unknown.retain(|(k, _)| *k != "nodeSecurityGroup");
         unknown.push(("nodeSecurityGroup", "sg-bp1gone"));
-        let gone = run_check(&dir, id, &unknown);
-        assert_eq!(gone.state, "failed", "{gone:#?}");
-        assert!(
-            gone.reason
-                .contains("DescribeSecurityGroupAttribute sg-bp1gone: ERROR: SDK.ServerError"),
-            "{gone:#?}"
-        );
+        run_check(&dir, id, &unknown)
+            .could_not_check("DescribeSecurityGroupAttribute sg-bp1gone: ERROR: SDK.ServerError");
     }
 );
