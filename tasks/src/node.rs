@@ -13,7 +13,7 @@
 //! | `routes` | `ip -j route show table all` |
 //! | `nics` | `{NAME: {state, mtu, mac, addresses: ["10.0.0.7/24"], stats: {rx_dropped, ...}}}` |
 //! | `ntp` | `{synchronized, maxErrorUs, estErrorUs, offsetUs}` from adjtimex(2) |
-//! | `disks` | `{MOUNTPOINT: {mountPoint, device, fstype, sizeBytes, availBytes, usedPercent, inodesUsedPercent}}` |
+//! | `disks` | `{MOUNTPOINT: {mountPoint, device, fstype, sizeBytes, availBytes, usedPercent, availPercent, inodesUsedPercent}}` |
 //! | `conntrack` | `{count, max, usedPercent}` (count 0 and max null without nf_conntrack) |
 //! | `runtime` | `{containerd: {socket, answering}, crio: ..., docker: ..., anyAnswering}` |
 //! | `processes` | `[{pid, name, nodeNetwork}]` from `/proc/*/comm`; `nodeNetwork`: in the agent's network namespace (null when unreadable) |
@@ -422,6 +422,14 @@ fn disks() -> Result<Value, NodeError> {
         } else {
             100.0 * (size - free) as f64 / size as f64
         };
+        // What the kubelet's nodefs.available and a pod see: blocks reserved
+        // for root (or held back by the filesystem) are not available, so
+        // this can be far below 100 - usedPercent.
+        let avail_pct = if size == 0 {
+            0.0
+        } else {
+            100.0 * avail as f64 / size as f64
+        };
         let inodes = st.files();
         let inodes_used_pct = if inodes == 0 {
             0.0
@@ -437,6 +445,7 @@ fn disks() -> Result<Value, NodeError> {
                 "sizeBytes": size,
                 "availBytes": avail,
                 "usedPercent": (used_pct * 10.0).round() / 10.0,
+                "availPercent": (avail_pct * 10.0).round() / 10.0,
                 "inodesUsedPercent": (inodes_used_pct * 10.0).round() / 10.0,
             }),
         );
@@ -549,9 +558,9 @@ mod tests {
         assert!(query("ntp").await.expect("ntp")["synchronized"].is_boolean());
         assert!(query("conntrack").await.expect("ct")["count"].is_u64());
         let disks = query("disks").await.expect("disks");
-        assert!(disks
-            .as_object()
-            .is_some_and(|m| m.iter().all(|(k, v)| v["mountPoint"] == k.as_str())));
+        assert!(disks.as_object().is_some_and(|m| m
+            .iter()
+            .all(|(k, v)| v["mountPoint"] == k.as_str() && v["availPercent"].is_f64())));
         let procs = query("processes").await.expect("processes");
         let me = procs
             .as_array()
