@@ -323,6 +323,20 @@ kptest!(catalog_disk_over_80_percent_fails_on_that_node, |dir| {
     let pid = fleet.agent_pid(1).to_string();
     sh(&["nsenter", "-t", &pid, "-m", "rm", &file]);
     run_check(&fleet, &dir, id, &scope).passes();
+    // Out of inodes with room to spare: node-03's tmpfs gets 20 inodes, and
+    // 18 files besides its root directory use 19 of them.
+    let pid = fleet.agent_pid(2).to_string();
+    let enter = ["nsenter", "-t", pid.as_str(), "-m"];
+    sh(&[&enter[..], &["mount", "-o", "remount,nr_inodes=20", &mnt]].concat());
+    let files: Vec<String> = (1..18).map(|i| format!("{mnt}/f{i}")).collect();
+    let touch: Vec<&str> = files.iter().map(String::as_str).collect();
+    sh(&[&enter[..], &["touch"], &touch[..]].concat());
+    run_check(&fleet, &dir, id, &scope).fails_on(
+        &["node-03"],
+        &format!("{mnt} (kpt, tmpfs) is over 80 % full: 95 % of its inodes are in use"),
+    );
+    sh(&[&enter[..], &["rm"], &touch[..]].concat());
+    run_check(&fleet, &dir, id, &scope).passes();
 });
 
 /// Fills the conntrack table of a node's network namespace with `n` real
