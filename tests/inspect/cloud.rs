@@ -16,7 +16,7 @@ const MASTERS: &str = "sg-bp1master00000000001";
 const NODES: &str = "sg-bp1node0000000000001";
 
 /// `aliyun PRODUCT API --Key value ...`: prints `cloud/PRODUCT-API-ID.json`
-/// (ID the value of `--LoadBalancerId` or `--SecurityGroupId`), or prints
+/// (ID the value of `--LoadBalancerId`, `--SecurityGroupId` or `--VSwitchId`), or prints
 /// `cloud/PRODUCT-API-ID.stderr` on standard error and exits 1, as the CLI
 /// does for an API error; every call is logged to `cloud/calls`.
 const FAKE_CLI: &str = r#"#!/bin/sh
@@ -26,7 +26,7 @@ product=$1 api=$2
 shift 2
 id=
 while [ $# -gt 0 ]; do
-  case $1 in --LoadBalancerId|--SecurityGroupId) id=$2 ;; esac
+  case $1 in --LoadBalancerId|--SecurityGroupId|--VSwitchId) id=$2 ;; esac
   shift
 done
 f="$here/$product-$api-$id"
@@ -312,3 +312,41 @@ kptest!(
             .could_not_check("DescribeSecurityGroupAttribute sg-bp1gone: ERROR: SDK.ServerError");
     }
 );
+
+kptest!(catalog_vswitch_without_free_ips_fails_naming_it, |dir| {
+    if !needs("catalog_vswitch_free_ips", &[PYTHON]) {
+        return;
+    }
+    let cli = fake_cli(&dir);
+    let id = "cloud-vswitch-free-ips";
+    let vsw = "vsw-bp1kpilotvsw0001";
+    serve(
+        &dir,
+        "vpc",
+        "DescribeVSwitchAttributes",
+        vsw,
+        "vpc-DescribeVSwitchAttributes-exhausted.json",
+    );
+    let params = [
+        ("cli", cli.as_str()),
+        ("vswitchIds", vsw),
+        ("region", "cn-hangzhou"),
+    ];
+    run_check(&dir, id, &params).fails_with(&[
+        "vSwitch vsw-bp1kpilotvsw0001 (192.168.0.0/24, cn-hangzhou-h) has 1 free IP addresses, fewer than 2: a new node (or pod) there gets no address",
+    ]);
+    serve(
+        &dir,
+        "vpc",
+        "DescribeVSwitchAttributes",
+        vsw,
+        "vpc-DescribeVSwitchAttributes-healthy.json",
+    );
+    run_check(&dir, id, &params).passes();
+    // The margin is a param: 187 free is too few for a surge of 200 pods.
+    let mut more = params.to_vec();
+    more.push(("minFreeIps", "200"));
+    run_check(&dir, id, &more).fails_with(&["has 187 free IP addresses, fewer than 200"]);
+    run_check(&dir, id, &[("cli", cli.as_str())])
+        .could_not_check("no vSwitch id: set the check's param vswitchIds");
+});

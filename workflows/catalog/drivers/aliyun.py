@@ -19,6 +19,10 @@ prints one JSON document, the data of a `query: {command: [...]}` check.
       a tie (the cloud's own order); with none, traffic within one group follows its
       InnerAccessPolicy and anything else is refused.
 
+  aliyun.py vsw --vswitch-ids=vsw-...,vsw-... [--region=...] [--cli=aliyun]
+      The node vSwitches: DescribeVSwitchAttributes of each. Prints a list of
+      {"name", "id", "zone", "cidr", "status", "availableIps"}.
+
 The CLI is --cli, else $ALIYUN_CLI, else `aliyun` (its credentials and default region are its
 own: `aliyun configure`). Exit 0 with the data; 2 for bad arguments or a CLI that failed, with
 the reason on standard error.
@@ -183,9 +187,29 @@ def sg(args):
     return paths
 
 
+def vsw(args):
+    ids = [v.strip() for v in args.vswitch_ids.split(",") if v.strip()]
+    if not ids:
+        raise Failed("no vSwitch id: set the check's param vswitchIds")
+    out = []
+    for vid in ids:
+        data, err = call(args.cli, "vpc", "DescribeVSwitchAttributes", args.region, VSwitchId=vid)
+        if data is None:
+            raise Failed(f"DescribeVSwitchAttributes {vid}: {err}")
+        out.append({
+            "name": vid,
+            "id": vid,
+            "zone": data.get("ZoneId", ""),
+            "cidr": data.get("CidrBlock", ""),
+            "status": data.get("Status", ""),
+            "availableIps": int(data.get("AvailableIpAddressCount", 0)),
+        })
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description="cloud data for kpilot checks")
-    parser.add_argument("what", choices=["slb", "sg"])
+    parser.add_argument("what", choices=["slb", "sg", "vsw"])
     parser.add_argument("--cli", default="")
     parser.add_argument("--region", default="")
     parser.add_argument("--load-balancer-id", default="")
@@ -196,10 +220,11 @@ def main():
     parser.add_argument("--node-ports", default="10250")
     parser.add_argument("--master-cidr", default="")
     parser.add_argument("--node-cidr", default="")
+    parser.add_argument("--vswitch-ids", default="")
     args = parser.parse_args()
     args.cli = args.cli or os.environ.get("ALIYUN_CLI", "") or "aliyun"
     try:
-        data = slb(args) if args.what == "slb" else sg(args)
+        data = {"slb": slb, "sg": sg, "vsw": vsw}[args.what](args)
     except Failed as e:
         print(f"aliyun.py {args.what}: {e}", file=sys.stderr)
         return 2
