@@ -265,9 +265,10 @@ kptest!(
             &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"],
         );
         run_check(&fleet, &dir, id, &[]).passes();
-        // A node without br_netfilter has no such entry. The module is built into
-        // this kernel and cannot be unloaded, so ask for an entry that no node
-        // has: absence fails, it is never read as a pass.
+        // A node without br_netfilter has no such entry. Where this was written
+        // the kernel has it built in (CONFIG_BRIDGE_NETFILTER=y, and without
+        // CONFIG_MODULES nothing can be unloaded), so ask for an entry that no
+        // node has: absence fails, it is never read as a pass.
         run_check(
         &fleet,
         &dir,
