@@ -13,6 +13,7 @@ use kpilot_engine::TaskContext;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
@@ -49,6 +50,34 @@ impl std::fmt::Debug for Cluster {
 /// How long a request may wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Objects asked for per list request, as `kubectl get --chunk-size` does: a
+/// 5,000-node cluster is read in pages, so neither the API server nor kpilot
+/// builds one response of every object at once.
+pub const LIST_PAGE: u32 = 500;
+
+/// Lists everything `api` selects with `lp`, a page of [`LIST_PAGE`] at a time,
+/// handing each object to `each` as it comes so that a page is dropped before
+/// the next is read.
+async fn list_all<K>(
+    api: &Api<K>,
+    lp: &ListParams,
+    mut each: impl FnMut(K),
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = lp.clone().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        let next = page.metadata.continue_.filter(|t| !t.is_empty());
+        page.items.into_iter().for_each(&mut each);
+        match next {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
 impl Cluster {
     /// A cluster reached through `config`; nothing is read until a query runs.
     pub fn new(config: ClusterConfig) -> Self {
@@ -82,11 +111,13 @@ impl Cluster {
         let name = "cluster.nodes";
         super::with_retry(name, budget, || async {
             let client = self.client().await.map_err(Failure::Permanent)?;
-            let nodes = Api::<Node>::all(client)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| failure(name, e))?;
-            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+            let mut nodes = Vec::new();
+            list_all(&Api::<Node>::all(client), &ListParams::default(), |n| {
+                nodes.push(node(&n))
+            })
+            .await
+            .map_err(|e| failure(name, e))?;
+            Ok(Value::Array(nodes))
         })
         .await
     }
@@ -118,6 +149,9 @@ impl Cluster {
 fn failure(query: &str, error: kube::Error) -> Failure {
     match &error {
         kube::Error::Api(r) if r.code == 429 || r.code >= 500 => Failure::Transient(chain(&error)),
+        // A continue token the API server no longer honours (the list took
+        // longer than etcd keeps its revision): the whole list is read again.
+        kube::Error::Api(r) if r.code == 410 => Failure::Transient(chain(&error)),
         kube::Error::Api(r) => Failure::Permanent(DataError::Api {
             query: query.to_owned(),
             message: format!(
@@ -179,32 +213,38 @@ pub(crate) async fn fetch(
             field_selector,
         } => {
             let lp = list_params(render(label_selector), render(field_selector));
-            let nodes = Api::<Node>::all(client.clone())
-                .list(&lp)
-                .await
-                .map_err(fail)?;
-            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+            let mut nodes = Vec::new();
+            list_all(&Api::<Node>::all(client.clone()), &lp, |n| {
+                nodes.push(node(&n))
+            })
+            .await
+            .map_err(fail)?;
+            Ok(Value::Array(nodes))
         }
         ClusterQuery::Addons { namespace } => {
             let ns = render(namespace).unwrap_or_else(|| "kube-system".to_owned());
             let lp = ListParams::default();
-            let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .map_err(fail)?;
-            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .map_err(fail)?;
             let mut addons = serde_json::Map::new();
-            for ds in &daemonsets.items {
-                let (name, value) = daemonset(ds, &ns);
-                addons.insert(name, value);
-            }
-            for d in &deployments.items {
-                let (name, value) = deployment(d, &ns);
-                addons.entry(name).or_insert(value);
-            }
+            list_all(
+                &Api::<DaemonSet>::namespaced(client.clone(), &ns),
+                &lp,
+                |ds| {
+                    let (name, value) = daemonset(&ds, &ns);
+                    addons.insert(name, value);
+                },
+            )
+            .await
+            .map_err(fail)?;
+            list_all(
+                &Api::<Deployment>::namespaced(client.clone(), &ns),
+                &lp,
+                |d| {
+                    let (name, value) = deployment(&d, &ns);
+                    addons.entry(name).or_insert(value);
+                },
+            )
+            .await
+            .map_err(fail)?;
             Ok(Value::Object(addons))
         }
         ClusterQuery::Resource(r) => resource(client, r, ctx, name).await,
@@ -262,21 +302,21 @@ async fn resource(
             lp = lp.fields(&f);
         }
     }
-    let list = api.list(&lp).await.map_err(|e| failure(name, e))?;
-    let api_version = ar.api_version.clone();
-    let items = list
-        .items
-        .into_iter()
-        .map(|mut o| {
-            if o.types.is_none() {
-                o.types = Some(kube::core::TypeMeta {
-                    api_version: api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-            }
-            serde_json::to_value(o).unwrap_or(Value::Null)
-        })
-        .collect();
+    let mut items = Vec::new();
+    list_all(&api, &lp, |mut o: DynamicObject| {
+        if o.types.is_none() {
+            o.types = Some(kube::core::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+        }
+        // Bookkeeping of server-side apply, often the largest part of an
+        // object, that no check reads (kubectl get leaves it out too).
+        o.metadata.managed_fields = None;
+        items.push(serde_json::to_value(o).unwrap_or(Value::Null));
+    })
+    .await
+    .map_err(|e| failure(name, e))?;
     Ok(Value::Array(items))
 }
 
