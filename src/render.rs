@@ -25,21 +25,31 @@ pub struct RunView {
     pub driven_by: Option<Option<u32>>,
 }
 
+/// A run as the store keeps it; when another process holds it, its last
+/// snapshot and that process's pid.
+pub fn load_snapshot(
+    state: &StateDir,
+    id: &RunId,
+) -> anyhow::Result<(Snapshot, Option<Option<u32>>)> {
+    match RunStore::open_to_read(state, id) {
+        Ok(store) => Ok((store.snapshot()?, None)),
+        Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
+            Some(s) => Ok((s, Some(pid))),
+            None => Err(StoreError::Busy {
+                id: id.clone(),
+                pid,
+            }
+            .into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl RunView {
     /// Reads a run; when another process holds it, reads its last snapshot.
     pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
-        match RunStore::open_to_read(state, id) {
-            Ok(store) => Ok(Self::new(store.snapshot()?, None)),
-            Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
-                Some(s) => Ok(Self::new(s, Some(pid))),
-                None => Err(StoreError::Busy {
-                    id: id.clone(),
-                    pid,
-                }
-                .into()),
-            },
-            Err(e) => Err(e.into()),
-        }
+        let (snapshot, driven_by) = load_snapshot(state, id)?;
+        Ok(Self::new(snapshot, driven_by))
     }
 
     /// A view of a snapshot; `driven_by` is set when another process holds the run.

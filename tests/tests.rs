@@ -7,4 +7,5 @@ mod util;
 mod agent;
 mod cluster;
 mod engine;
+mod inspect;
 mod trace;

@@ -114,6 +114,9 @@ pub struct PlannedStep {
     pub repair: Option<usize>,
     /// Whether it may be re-run after a crash without a person deciding.
     pub idempotent: bool,
+    /// `annotations`: texts about the step for whoever reads the run; the
+    /// engine keeps them and never acts on them.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// An edge into a step.

@@ -90,7 +90,7 @@ impl WorkflowSource {
 /// The keys of the top level of a workflow file.
 pub const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 /// The keys of `metadata`.
-pub const METADATA_FIELDS: &[&str] = &["name", "description"];
+pub const METADATA_FIELDS: &[&str] = &["name", "description", "annotations"];
 /// The keys of `spec`.
 pub const SPEC_FIELDS: &[&str] = &["params", "concurrency", "steps", "executors", "inventory"];
 /// The keys of one entry of `spec.params`.
@@ -201,6 +201,7 @@ pub const STEP_FIELDS: &[&str] = &[
     "timeout",
     "repair",
     "idempotent",
+    "annotations",
 ];
 
 /// Which outcome of a needed step lets the dependent run.

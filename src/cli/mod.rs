@@ -2,8 +2,11 @@
 
 mod agent;
 mod approve;
+mod catalog;
 mod graph;
+mod inspect;
 mod logs;
+mod report;
 mod resume;
 mod run;
 mod runs;
@@ -48,6 +51,12 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print a workflow's step graph as DOT or Mermaid.
     Graph(graph::GraphArgs),
+    /// Check a cluster with the catalog's checks that apply to it, as a run, and print the report.
+    Inspect(Box<inspect::InspectArgs>),
+    /// List the check catalog: what each check looks at and where it applies.
+    Catalog(catalog::CatalogArgs),
+    /// Print the report of an inspection run.
+    Report(report::ReportArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
     /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
@@ -107,6 +116,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::logs(args, &cli.state),
         Command::Validate(args) => validate::validate(args),
         Command::Graph(args) => graph::graph(args),
+        Command::Inspect(args) => inspect::inspect(*args, &cli.state).await,
+        Command::Catalog(args) => catalog::catalog(args),
+        Command::Report(args) => report::report(args, &cli.state),
         Command::Agent(args) => agent::agent(args).await,
         Command::Trace(args) => trace::trace(args).await,
     }
@@ -116,6 +128,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 /// input, 4 for kpilot's own failures.
 pub fn classify(e: &anyhow::Error) -> Exit {
     if e.downcast_ref::<Usage>().is_some() || e.downcast_ref::<Invalid>().is_some() {
+        return Exit::BadInput;
+    }
+    if e.downcast_ref::<inspect::Unreadable>().is_some() {
+        return Exit::Blocked;
+    }
+    if e.downcast_ref::<kpilot_report::ReportError>().is_some() {
         return Exit::BadInput;
     }
     let store = store_error(e);
@@ -189,10 +207,10 @@ fn nix_uid() -> u32 {
 pub struct ClusterArgs {
     /// The kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or in-cluster]
     #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context [default: its current context]
     #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    pub context: Option<String>,
 }
 
 impl ClusterArgs {

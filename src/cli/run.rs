@@ -66,12 +66,60 @@ fn inventories(plan: &kpilot_engine::Plan, flag: Option<&std::path::Path>) -> Ve
 pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let (source, plan) = load(&args.file, &args.cluster.registry())?;
     print_warnings(&plan);
-    for inventory in inventories(&plan, args.inventory.as_deref()) {
-        check_inventory(&inventory)?;
-    }
     let overrides = parse_params(&args.params)?;
+    let outcome = drive_new(
+        NewRun {
+            file: args.file.clone(),
+            source,
+            plan,
+            overrides,
+            run_id: args.run_id.clone(),
+            inventory: args.inventory.clone(),
+        },
+        &args.cluster,
+        state,
+    )
+    .await?;
+    render::outcome(&outcome)?;
+    Ok(exit_for(&outcome))
+}
+
+/// A validated workflow to start as a new run.
+pub struct NewRun {
+    /// The file it was read from (kept with the run).
+    pub file: PathBuf,
+    /// Its text.
+    pub source: kpilot_engine::WorkflowSource,
+    /// Its plan.
+    pub plan: kpilot_engine::Plan,
+    /// `--param` values.
+    pub overrides: Vec<(String, String)>,
+    /// `--run-id`.
+    pub run_id: Option<String>,
+    /// `--inventory`.
+    pub inventory: Option<PathBuf>,
+}
+
+/// Creates the run in the state directory and drives it to its end (or a
+/// block): what `run` and `inspect` share.
+pub async fn drive_new(
+    new: NewRun,
+    cluster: &ClusterArgs,
+    state: &StateArgs,
+) -> anyhow::Result<kpilot_engine::scheduler::RunOutcome> {
+    let NewRun {
+        file,
+        source,
+        plan,
+        overrides,
+        run_id,
+        inventory,
+    } = new;
+    for path in inventories(&plan, inventory.as_deref()) {
+        check_inventory(&path)?;
+    }
     let params = plan.bind_params(&source, &overrides)?;
-    let id = match &args.run_id {
+    let id = match &run_id {
         Some(id) => RunId::parse(id).map_err(Usage)?,
         None => RunId::generate(&plan.name),
     };
@@ -80,7 +128,7 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let record = RunRecord {
         id: id.clone(),
         workflow: plan.name.clone(),
-        file: args.file.clone(),
+        file,
         source: source.text.clone(),
         params,
         workdir: std::env::current_dir()
@@ -90,12 +138,7 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
         state: RunState::Running,
         approvals: Default::default(),
     };
-    let executors = executors(
-        &plan,
-        args.inventory.as_deref(),
-        &record.workdir,
-        &args.cluster,
-    )?;
+    let executors = executors(&plan, inventory.as_deref(), &record.workdir, cluster)?;
     let store = RunStore::create(&state_dir, &record)?;
     eprintln!(
         "kpilot: run {id} of workflow `{}` ({} steps)",
@@ -107,6 +150,5 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let outcome =
         kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors, &progress).await?;
     progress.finish();
-    render::outcome(&outcome)?;
-    Ok(exit_for(&outcome))
+    Ok(outcome)
 }

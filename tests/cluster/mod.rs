@@ -12,6 +12,7 @@ mod addons;
 mod drivers;
 mod flags;
 mod gate;
+mod inspect;
 mod nodes;
 mod shipped;
 mod unreachable;

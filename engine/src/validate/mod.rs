@@ -8,7 +8,7 @@
 
 mod read;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +29,7 @@ use crate::workflow::{
     EXECUTOR_FIELDS, KIND, METADATA_FIELDS, NEED_FIELDS, NODES_FIELDS, PARAM_FIELDS, RETRY_FIELDS,
     SPEC_FIELDS, STEP_FIELDS, TOP_FIELDS,
 };
-use read::{boolean, count, describe, get, short, string, unknown_keys, wrong};
+use read::{annotations, boolean, count, describe, get, short, string, unknown_keys, wrong};
 
 /// The executors every workflow may name; `spec.executors` adds more.
 pub const EXECUTORS: &[&str] = &["global", "per-node"];
@@ -287,6 +287,7 @@ struct Parsed {
     timeout: Option<Duration>,
     repair: Option<String>,
     idempotent: Option<bool>,
+    annotations: BTreeMap<String, String>,
     body: Option<Body>,
 }
 
@@ -620,6 +621,7 @@ impl Validator<'_> {
                 timeout: p.timeout,
                 repair,
                 idempotent,
+                annotations: p.annotations.clone(),
             });
         }
         for p in &parsed {
@@ -675,6 +677,9 @@ impl Validator<'_> {
             return (None, None);
         };
         self.unknown_fields("metadata.", m, METADATA_FIELDS);
+        if let Some(Err(e)) = get(m, "annotations").map(annotations) {
+            self.field_problem("metadata.annotations", e);
+        }
         let description = match get(m, "description").map(|d| string(d, "a text")) {
             Some(Ok(d)) => Some(d),
             Some(Err(e)) => {
@@ -1154,6 +1159,14 @@ impl Validator<'_> {
         };
         let nodes = get(map, "nodes").and_then(|v| self.nodes(&at, v));
         let retry = get(map, "retry").and_then(|v| self.retry(&at, v));
+        let annotations = match get(map, "annotations").map(annotations) {
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                self.at(&at, "annotations", e);
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
+        };
         Some(Parsed {
             at,
             // A bad phase is reported; the step is still known to those that need it.
@@ -1166,6 +1179,7 @@ impl Validator<'_> {
             timeout,
             repair,
             idempotent,
+            annotations,
             body,
         })
     }

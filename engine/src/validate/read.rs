@@ -43,6 +43,25 @@ pub(super) fn string(v: &Value, want: &str) -> Result<String, String> {
     }
 }
 
+/// `annotations`: a mapping of text to text, kept for whoever reads the
+/// run (the report builder keeps a check's title and category there).
+pub(super) fn annotations(v: &Value) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let want = "a mapping of names to texts, like `annotations: {title: Nodes are Ready}`";
+    let Value::Mapping(map) = v else {
+        return Err(wrong(v, want));
+    };
+    map.iter()
+        .map(|(k, v)| match (k, v) {
+            (Value::String(k), Value::String(v)) => Ok((k.clone(), v.clone())),
+            (Value::String(k), other) => Err(format!(
+                "annotation `{k}` is {}; quote it: annotations are texts",
+                describe(other)
+            )),
+            (other, _) => Err(format!("a key is {}; {want}", describe(other))),
+        })
+        .collect()
+}
+
 /// A whole number of at least `min`.
 pub(super) fn count(v: &Value, min: u64, want: &str) -> Result<u64, String> {
     match v {

@@ -122,6 +122,26 @@ impl Cluster {
         .await
     }
 
+    /// The API server's address and its `/version` (`v1.34.4`), asking again
+    /// with backoff for at most `budget` while it does not answer.
+    pub async fn identity(&self, budget: Duration) -> Result<(String, String), DataError> {
+        let server = self.kube_config().await?.cluster_url.to_string();
+        let name = "cluster.version";
+        let version = super::with_retry(name, budget, || async {
+            let client = self.client().await.map_err(Failure::Permanent)?;
+            let info = client
+                .apiserver_version()
+                .await
+                .map_err(|e| failure(name, e))?;
+            Ok(Value::String(info.git_version))
+        })
+        .await?;
+        Ok((
+            server.trim_end_matches('/').to_owned(),
+            version.as_str().unwrap_or_default().to_owned(),
+        ))
+    }
+
     async fn kube_config(&self) -> Result<kube::Config, DataError> {
         let options = KubeConfigOptions {
             context: self.config.context.clone(),

@@ -186,9 +186,28 @@ impl Query {
     /// Parses the `query` of a check; `params` are the workflow's declared
     /// params, which `{{params.NAME}}` in strings may name.
     pub fn parse(value: &serde_yaml::Value, params: &[String]) -> Result<Self, String> {
+        let (query, path) = Self::parse_path(value, params)?;
+        if path.is_empty() {
+            Ok(query)
+        } else {
+            Err(format!(
+                "`{}` has no `.{}`; {QUERY_HINT}",
+                query.name(),
+                path.join(".")
+            ))
+        }
+    }
+
+    /// Parses the `query` of a check, which may reach into its data the way
+    /// KCQL does: `cluster.addons.coredns.version` is the query
+    /// `cluster.addons` and the path `[coredns, version]` into its answer.
+    pub fn parse_path(
+        value: &serde_yaml::Value,
+        params: &[String],
+    ) -> Result<(Self, Vec<String>), String> {
         match value {
             serde_yaml::Value::String(path) if path.trim().starts_with("node.") => {
-                Self::node_path(path.trim())
+                Ok((Self::node_path(path.trim())?, Vec::new()))
             }
             serde_yaml::Value::String(path) => Self::cluster_path(path, None, params),
             serde_yaml::Value::Mapping(map) => {
@@ -199,7 +218,7 @@ impl Query {
                     Self::cluster_path(&format!("cluster.{path}"), Some(map), params)
                 } else if let Some(resource) = map.get("resource") {
                     check_keys(map, &["resource"], "query")?;
-                    Self::resource(resource, params)
+                    Ok((Self::resource(resource, params)?, Vec::new()))
                 } else if let Some(command) = map.get("command") {
                     check_keys(map, &["command"], "query")?;
                     let Some(items) = command.as_sequence().filter(|s| !s.is_empty()) else {
@@ -217,7 +236,7 @@ impl Query {
                             )),
                         })
                         .collect::<Result<_, _>>()?;
-                    Ok(Query::Command { argv })
+                    Ok((Query::Command { argv }, Vec::new()))
                 } else {
                     Err(format!("`query` names no data driver; {QUERY_HINT}"))
                 }
@@ -250,10 +269,19 @@ impl Query {
         path: &str,
         options: Option<&serde_yaml::Mapping>,
         params: &[String],
-    ) -> Result<Self, String> {
+    ) -> Result<(Self, Vec<String>), String> {
         let empty = serde_yaml::Mapping::new();
         let map = options.unwrap_or(&empty);
-        let query = match path.trim() {
+        let mut segments = path.trim().split('.');
+        let base = segments.by_ref().take(2).collect::<Vec<_>>().join(".");
+        let rest: Vec<String> = segments.map(str::to_owned).collect();
+        if rest.iter().any(String::is_empty) {
+            return Err(format!(
+                "the query path `{}` has an empty segment; write names joined by single dots, like `cluster.addons.coredns.version`",
+                path.trim()
+            ));
+        }
+        let query = match base.as_str() {
             "cluster.version" => {
                 check_keys(map, &["cluster"], "query")?;
                 ClusterQuery::Version
@@ -275,9 +303,44 @@ impl Query {
                     namespace: string_field(map, "namespace", params, "query")?,
                 }
             }
-            other => return Err(format!("unknown query path `{other}`; {QUERY_HINT}")),
+            _ => {
+                return Err(format!(
+                    "unknown query path `{}`; {QUERY_HINT}",
+                    path.trim()
+                ))
+            }
         };
-        Ok(Query::Cluster(query))
+        Ok((Query::Cluster(query), rest))
+    }
+
+    /// How the query is written, without its options: `cluster.addons`.
+    fn name(&self) -> String {
+        match self {
+            Query::Cluster(ClusterQuery::Version) => "cluster.version".into(),
+            Query::Cluster(ClusterQuery::Apis) => "cluster.apis".into(),
+            Query::Cluster(ClusterQuery::Nodes { .. }) => "cluster.nodes".into(),
+            Query::Cluster(ClusterQuery::Addons { .. }) => "cluster.addons".into(),
+            Query::Cluster(ClusterQuery::Resource(_)) => "query.resource".into(),
+            Query::Command { .. } => "query.command".into(),
+            Query::Node { path } => format!("node.{path}"),
+        }
+    }
+
+    /// The object every element of this query's data is, when its elements
+    /// do not say: `(apiVersion, kind)`.
+    pub fn element_kind(&self) -> Option<(String, String)> {
+        match self {
+            Query::Cluster(ClusterQuery::Nodes { .. }) => Some(("v1".into(), "Node".into())),
+            Query::Cluster(ClusterQuery::Resource(r)) => Some((
+                if r.group.is_empty() {
+                    r.version.clone()
+                } else {
+                    format!("{}/{}", r.group, r.version)
+                },
+                r.kind.clone(),
+            )),
+            _ => None,
+        }
     }
 
     fn resource(value: &serde_yaml::Value, params: &[String]) -> Result<Self, String> {
@@ -414,6 +477,50 @@ impl Query {
     }
 }
 
+/// The value at `path` in `data` (map keys, or list indices), or why there
+/// is none: `query` names the data in the message.
+pub fn select<'a>(
+    data: &'a serde_json::Value,
+    path: &[String],
+    query: &str,
+) -> Result<&'a serde_json::Value, String> {
+    let mut at = data;
+    let mut walked = query.to_owned();
+    for segment in path {
+        let next = match at {
+            serde_json::Value::Object(map) => map.get(segment),
+            serde_json::Value::Array(items) => {
+                segment.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
+            _ => None,
+        };
+        match next {
+            Some(value) => at = value,
+            None => {
+                let what = match at {
+                    serde_json::Value::Object(map) if map.is_empty() => "an empty map".to_owned(),
+                    serde_json::Value::Object(map) => format!(
+                        "a map of {}",
+                        map.keys()
+                            .take(8)
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                            + if map.len() > 8 { ", ..." } else { "" }
+                    ),
+                    serde_json::Value::Array(items) => format!("a list of {} item(s)", items.len()),
+                    serde_json::Value::Null => "null".to_owned(),
+                    other => format!("the value {other}"),
+                };
+                return Err(format!("{walked} has no `{segment}` (it is {what})"));
+            }
+        }
+        walked.push('.');
+        walked.push_str(segment);
+    }
+    Ok(at)
+}
+
 /// The backoff between requests: 250 ms doubling to at most 4 s, jittered.
 fn backoff() -> backoff::ExponentialBackoff {
     backoff::ExponentialBackoff {
@@ -521,6 +628,23 @@ mod tests {
             Ok(Query::Node { path }) if path == "kernel.release"
         ));
         assert!(parse("node.bogus").is_err());
+        let path = |yaml: &str| {
+            let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
+            Query::parse_path(&value, &[]).map(|(_, path)| path)
+        };
+        assert_eq!(
+            path("cluster.addons.coredns.version"),
+            Ok(vec!["coredns".to_owned(), "version".to_owned()])
+        );
+        assert_eq!(
+            path("{cluster: addons.kube-proxy, namespace: x}"),
+            Ok(vec!["kube-proxy".to_owned()])
+        );
+        assert!(path("cluster.addons..version").is_err());
+        assert!(
+            parse("cluster.addons.coredns").is_err(),
+            "parse takes no path"
+        );
         for bad in [
             "cluster.pods",
             "{cluster: version, labelSelector: x}",
@@ -534,6 +658,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn select_walks_maps_and_lists_and_says_what_is_missing() {
+        let data =
+            serde_json::json!({"coredns": {"version": "1.11.3", "containers": [{"name": "c"}]}});
+        let path = |p: &str| p.split('.').map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            select(&data, &path("coredns.version"), "cluster.addons"),
+            Ok(&serde_json::json!("1.11.3"))
+        );
+        assert_eq!(
+            select(&data, &path("coredns.containers.0.name"), "cluster.addons"),
+            Ok(&serde_json::json!("c"))
+        );
+        let missing = select(&data, &path("terway.version"), "cluster.addons");
+        assert_eq!(
+            missing,
+            Err("cluster.addons has no `terway` (it is a map of `coredns`)".to_owned())
+        );
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@
 //! or an expectation that cannot be evaluated fails the step whatever the
 //! severity: a check never passes on data it did not see.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,6 +86,12 @@ impl CheckKind {
 pub struct Check {
     cluster: Arc<Cluster>,
     query: Query,
+    /// Where in the query's data the check looks (`coredns.version` of
+    /// `cluster.addons.coredns.version`); empty for all of it.
+    path: Vec<String>,
+    /// Values for `params.NAME` in this check only, over the run's: a catalog
+    /// check's own params.
+    params: BTreeMap<String, String>,
     expect: Expr,
     severity: Severity,
     message: Option<MessageTemplate>,
@@ -95,8 +102,8 @@ pub struct Check {
 
 const HINT: &str = "write `check: {query: cluster.nodes, forEach: true, expect: item.ready, severity: error, message: \"{{item.name}} is not Ready\"}`";
 
-const KEYS: [&str; 7] = [
-    "query", "expect", "severity", "message", "forEach", "minItems", "timeout",
+const KEYS: [&str; 8] = [
+    "query", "expect", "severity", "message", "forEach", "minItems", "timeout", "params",
 ];
 
 impl TaskKind for CheckKind {
@@ -125,10 +132,39 @@ impl TaskKind for CheckKind {
                 ));
             }
         }
+        let params = match map.get("params") {
+            None | Some(serde_yaml::Value::Null) => BTreeMap::new(),
+            Some(serde_yaml::Value::Mapping(m)) => m
+                .iter()
+                .map(|(k, v)| {
+                    let key = k.as_str().ok_or("`check.params` keys must be names")?;
+                    let value = match v {
+                        serde_yaml::Value::String(s) => s.clone(),
+                        serde_yaml::Value::Bool(b) => b.to_string(),
+                        serde_yaml::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                        _ => {
+                            return Err(format!(
+                                "`check.params.{key}` must be a text; quote it"
+                            ))
+                        }
+                    };
+                    Ok((key.to_owned(), value))
+                })
+                .collect::<Result<_, String>>()?,
+            Some(_) => {
+                return Err(
+                    "`check.params` must be a mapping of names to texts, like `params: {nodeSelector: \"pool=a\"}`"
+                        .into(),
+                )
+            }
+        };
+        let mut names: Vec<String> = ctx.params.to_vec();
+        names.extend(params.keys().cloned());
         let query = map
             .get("query")
             .ok_or_else(|| format!("`check.query` is missing; {HINT}"))?;
-        let query = Query::parse(query, ctx.params).map_err(|e| format!("check.query: {e}"))?;
+        let (query, path) =
+            Query::parse_path(query, &names).map_err(|e| format!("check.query: {e}"))?;
         let expect = match map.get("expect") {
             Some(serde_yaml::Value::String(s)) => s.clone(),
             Some(serde_yaml::Value::Bool(b)) => b.to_string(),
@@ -203,6 +239,8 @@ impl TaskKind for CheckKind {
         Ok(Arc::new(Check {
             cluster: Arc::clone(&self.cluster),
             query,
+            path,
+            params,
             expect,
             severity,
             message,
@@ -217,6 +255,66 @@ impl TaskKind for CheckKind {
 struct Miss {
     name: String,
     message: String,
+    /// What the report says about the element besides its message: the
+    /// object it is, where it was found ([`report_fields`]).
+    fields: serde_json::Map<String, Value>,
+}
+
+/// The fields of an element that a report item carries: `object` (the
+/// Kubernetes object it is: its `object` field, its `apiVersion`, `kind` and
+/// `metadata`, or a flat `kind` and `name`; `kind` when the query names one),
+/// and its `source`, `replacement` and `removedIn`.
+fn report_fields(item: &Value, kind: Option<&(String, String)>) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    let Value::Object(fields) = item else {
+        return out;
+    };
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let object = if let Some(Value::Object(o)) = fields.get("object") {
+        Some(Value::Object(o.clone()))
+    } else {
+        let meta = fields.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(text)
+            .or_else(|| fields.get("name").and_then(text));
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(text)
+            .or_else(|| fields.get("namespace").and_then(text));
+        let api_version = fields
+            .get("apiVersion")
+            .and_then(text)
+            .or_else(|| kind.map(|k| k.0.clone()));
+        let kind = fields
+            .get("kind")
+            .and_then(text)
+            .or_else(|| kind.map(|k| k.1.clone()));
+        match (kind, name) {
+            (Some(kind), Some(name)) => {
+                let mut o = serde_json::Map::new();
+                if let Some(v) = api_version {
+                    o.insert("apiVersion".into(), json!(v));
+                }
+                o.insert("kind".into(), json!(kind));
+                if let Some(ns) = namespace {
+                    o.insert("namespace".into(), json!(ns));
+                }
+                o.insert("name".into(), json!(name));
+                Some(Value::Object(o))
+            }
+            _ => None,
+        }
+    };
+    if let Some(object) = object {
+        out.insert("object".into(), object);
+    }
+    for key in ["source", "replacement", "removedIn"] {
+        if let Some(v) = fields.get(key).filter(|v| !v.is_null()) {
+            out.insert(key.into(), v.clone());
+        }
+    }
+    out
 }
 
 /// What evaluating `expect` over the data found.
@@ -253,8 +351,14 @@ impl Check {
             errors: Vec::new(),
             too_few: None,
         };
+        let kind = self.query.element_kind();
         let judge = |scope: &Scope, name: String, item: &Value, verdict: &mut Verdict| {
             verdict.total += 1;
+            let fields = if self.for_each {
+                report_fields(item, kind.as_ref())
+            } else {
+                serde_json::Map::new()
+            };
             match self.expect.eval_bool(scope) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -262,11 +366,16 @@ impl Check {
                         Some(t) => t.render(scope),
                         None => format!("`{}` is false", self.expect.source()),
                     };
-                    verdict.misses.push(Miss { name, message });
+                    verdict.misses.push(Miss {
+                        name,
+                        message,
+                        fields,
+                    });
                 }
                 Err(e) => verdict.errors.push(Miss {
                     name,
                     message: with_field(item, e.why()),
+                    fields,
                 }),
             }
         };
@@ -349,6 +458,18 @@ fn list(misses: &[Miss]) -> String {
 #[async_trait]
 impl Task for Check {
     async fn run(&self, ctx: &TaskContext) -> TaskOutput {
+        let overlaid;
+        let ctx = if self.params.is_empty() {
+            ctx
+        } else {
+            let mut params = (*ctx.params).clone();
+            params.extend(self.params.clone());
+            overlaid = TaskContext {
+                params: Arc::new(params),
+                ..ctx.clone()
+            };
+            &overlaid
+        };
         let what = self.query.key(ctx);
         // A first attempt shares the run's answer; a later one (a retry, a
         // resume after repair) asks again, and keeps what it saw under its
@@ -414,7 +535,30 @@ impl Task for Check {
             started.elapsed().as_secs_f64()
         );
         let params = json!(*ctx.params);
-        let verdict = match self.evaluate(&data, &params, &what) {
+        let (data, what) = if self.path.is_empty() {
+            (&data, what)
+        } else {
+            let path = format!("{what}.{}", self.path.join("."));
+            match crate::data::select(&data, &self.path, &what) {
+                Ok(value) => (value, path),
+                Err(reason) => {
+                    let reason = format!("{path} does not exist: {reason}");
+                    let _ = writeln!(stdout, "{reason}\noutcome: failed");
+                    return TaskOutput {
+                        failure: Some(reason.clone()),
+                        stdout: stdout.into_bytes(),
+                        output: with(json!({
+                            "outcome": "failed",
+                            "failed": [path],
+                            "message": reason,
+                            "missing": path,
+                        })),
+                        ..TaskOutput::default()
+                    };
+                }
+            }
+        };
+        let verdict = match self.evaluate(data, &params, &what) {
             Ok(v) => v,
             Err(reason) => {
                 let _ = writeln!(stdout, "{reason}\noutcome: failed");
@@ -447,16 +591,14 @@ impl Task for Check {
         if verdict.too_few.is_some() {
             failed.push(&what);
         }
-        let items: Vec<Value> = verdict
-            .misses
-            .iter()
-            .map(|m| json!({"name": m.name, "message": m.message}))
-            .collect();
-        let errors: Vec<Value> = verdict
-            .errors
-            .iter()
-            .map(|m| json!({"name": m.name, "error": m.message}))
-            .collect();
+        let entry = |m: &Miss, key: &str| {
+            let mut e = m.fields.clone();
+            e.insert("name".into(), json!(m.name));
+            e.insert(key.into(), json!(m.message));
+            Value::Object(e)
+        };
+        let items: Vec<Value> = verdict.misses.iter().map(|m| entry(m, "message")).collect();
+        let errors: Vec<Value> = verdict.errors.iter().map(|m| entry(m, "error")).collect();
         let counted = |n: usize| {
             if self.for_each {
                 format!("{n} of {} items of {what}", verdict.total)
