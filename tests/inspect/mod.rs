@@ -14,7 +14,7 @@ kind: Report
 metadata: {name: own}
 spec:
   clusterType: self-hosted
-  select: {ids: [pods-healthy, disk-room, version-known, nodes-ready]}
+  select: {ids: [pods-healthy, disk-room, version-known, own-nodes-ready]}
   overrides:
     - {check: disk-room, severity: warning}
 ---
@@ -58,7 +58,7 @@ remediation: {text: "Fix the script.", url: "https://kubernetes.io/docs/referenc
 ---
 apiVersion: kpilot/v1
 kind: Check
-metadata: {name: nodes-ready}
+metadata: {name: own-nodes-ready}
 title: Nodes are Ready (reads the cluster)
 category: cluster-resources/nodes
 appliesTo: {scenarios: [patrol]}
@@ -168,7 +168,7 @@ kptest!(
                 .as_array()
                 .expect("checks")
                 .iter()
-                .all(|c| c["id"] != "nodes-ready"),
+                .all(|c| c["id"] != "own-nodes-ready"),
             "a check that reads the cluster is left out with --no-cluster"
         );
         // Categories: abnormal first.
@@ -304,7 +304,7 @@ kptest!(dry_run_prints_the_workflow_it_would_run, |dir| {
     assert_eq!(workflow["spec"]["steps"][0]["phase"], "patrol");
     assert!(
         ran.stderr
-            .contains("left out nodes-ready: reads the cluster, and --no-cluster was given"),
+            .contains("left out own-nodes-ready: reads the cluster, and --no-cluster was given"),
         "{}",
         ran.stderr
     );
@@ -420,11 +420,13 @@ kptest!(bad_input_names_the_file_the_check_and_the_fix, |dir| {
     dir.kp(&["status", "w1"]).expect(0);
 });
 
-kptest!(a_checks_repair_runs_when_it_fails_then_the_check_again, |dir| {
-    dir.write("data/flag.json", r#"{"on": false}"#);
-    dir.write(
-        "r.yaml",
-        r#"apiVersion: kpilot/v1
+kptest!(
+    a_checks_repair_runs_when_it_fails_then_the_check_again,
+    |dir| {
+        dir.write("data/flag.json", r#"{"on": false}"#);
+        dir.write(
+            "r.yaml",
+            r#"apiVersion: kpilot/v1
 kind: Report
 metadata: {name: repair}
 ---
@@ -442,14 +444,29 @@ remediation: {text: "Turn it on.", url: "https://kubernetes.io/docs/"}
 repair:
   script: "echo '{\"on\": true}' > data/flag.json"
 "#,
-    );
-    let ran = dir.kp(&["inspect", "--scenario", "patrol", "--no-cluster", "--report", "r.yaml", "-o", "json"]).expect(0);
-    let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
-    assert_eq!(check(&report, "flag-on")["outcome"], "passed", "{report:#}");
-    assert_eq!(report["summary"]["passed"], 1, "the repair step is not a check of the report");
-    let id = run_id(&ran.stderr);
-    assert_eq!(dir.step_state(&id, "flag-on-repair"), "succeeded");
-    assert!(dir.read("data/flag.json").contains("true"));
-    let logs = dir.kp(&["logs", &id, "flag-on"]).expect(0);
-    assert!(logs.stdout.contains("outcome: passed"), "{}", logs.stdout);
-});
+        );
+        let ran = dir
+            .kp(&[
+                "inspect",
+                "--scenario",
+                "patrol",
+                "--no-cluster",
+                "--report",
+                "r.yaml",
+                "-o",
+                "json",
+            ])
+            .expect(0);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(check(&report, "flag-on")["outcome"], "passed", "{report:#}");
+        assert_eq!(
+            report["summary"]["passed"], 1,
+            "the repair step is not a check of the report"
+        );
+        let id = run_id(&ran.stderr);
+        assert_eq!(dir.step_state(&id, "flag-on-repair"), "succeeded");
+        assert!(dir.read("data/flag.json").contains("true"));
+        let logs = dir.kp(&["logs", &id, "flag-on"]).expect(0);
+        assert!(logs.stdout.contains("outcome: passed"), "{}", logs.stdout);
+    }
+);
