@@ -67,6 +67,16 @@ def command(query, params):
     if base == "cluster.addons":
         ns = render(q.get("namespace") or "", params) or "kube-system"
         return f"get daemonsets.v1.apps,deployments.v1.apps -n {ns} {CHUNK}"
+    if base == "cluster.services":
+        ns = render(q.get("namespace") or "", params)
+        scope = f"-n {ns}" if ns else "-A"
+        # The Services, and the EndpointSlices that say what each has behind it.
+        return [f"get services {scope}{selectors(q, params)} {CHUNK}",
+                f"get endpointslices.v1.discovery.k8s.io {scope} -l kubernetes.io/service-name {CHUNK}"]
+    if base == "cluster.webhooks":
+        return f"get validatingwebhookconfigurations,mutatingwebhookconfigurations {CHUNK}"
+    if base == "cluster.servingCertificate":
+        return None  # a TLS handshake, not a list
     print(f"bench-inspect-floor: no kubectl equivalent known for query {query!r}; not in the floor",
           file=sys.stderr)
     return None
@@ -87,7 +97,8 @@ for path in sys.argv[1:]:
                 if not isinstance(check, dict) or "query" not in check:
                     continue
                 params = {**defaults, **(check.get("params") or {})}
-                line = command(check["query"], params)
-                if line and line not in lines:
-                    lines.append(line)
+                found = command(check["query"], params)
+                for line in found if isinstance(found, list) else [found]:
+                    if line and line not in lines:
+                        lines.append(line)
 print("\n".join(lines if found_workflow else DEFAULT))

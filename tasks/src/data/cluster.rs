@@ -82,6 +82,16 @@ where
     }
 }
 
+/// Every object `api` selects with `lp`, read a page at a time (see [`list_all`]).
+async fn list_every<K>(api: &Api<K>, lp: &ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    list_all(api, lp, |o| items.push(o)).await?;
+    Ok(items)
+}
+
 impl Cluster {
     /// A cluster reached through `config`; nothing is read until a query runs.
     pub fn new(config: ClusterConfig) -> Self {
@@ -305,14 +315,13 @@ async fn endpoint_counts(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let slices = api
-        .list(&ListParams::default().labels(SERVICE_NAME_LABEL))
+    let slices = list_every(&api, &ListParams::default().labels(SERVICE_NAME_LABEL))
         .await
         .map_err(|e| failure(name, e))?;
     // A Service's addresses may be spread over several slices, and during a
     // rollout the same address may be in two: count each address once.
     let mut seen: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for slice in &slices.items {
+    for slice in &slices {
         let Some(service) = slice
             .metadata
             .labels
@@ -360,10 +369,9 @@ async fn services(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let list = api.list(lp).await.map_err(|e| failure(name, e))?;
+    let list = list_every(&api, lp).await.map_err(|e| failure(name, e))?;
     let counts = endpoint_counts(client, namespace, name).await?;
     let items = list
-        .items
         .iter()
         .map(|svc| {
             let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -418,16 +426,20 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 /// Mutating WebhookConfiguration, with what its service has behind it.
 async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
     let lp = ListParams::default();
-    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(|e| failure(name, e))?;
-    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(|e| failure(name, e))?;
+    let validating = list_every(
+        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        &lp,
+    )
+    .await
+    .map_err(|e| failure(name, e))?;
+    let mutating = list_every(
+        &Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        &lp,
+    )
+    .await
+    .map_err(|e| failure(name, e))?;
     let mut hooks = Vec::new();
-    for c in &validating.items {
+    for c in &validating {
         for w in c.webhooks.iter().flatten() {
             hooks.push(Hook {
                 configuration: &c.metadata,
@@ -442,7 +454,7 @@ async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
             });
         }
     }
-    for c in &mutating.items {
+    for c in &mutating {
         for w in c.webhooks.iter().flatten() {
             hooks.push(Hook {
                 configuration: &c.metadata,
@@ -466,13 +478,11 @@ async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
     let mut known: BTreeSet<String> = BTreeSet::new();
     let mut counts = BTreeMap::new();
     for ns in namespaces {
-        let services = Api::<Service>::namespaced(client.clone(), ns)
-            .list(&lp)
+        let services = list_every(&Api::<Service>::namespaced(client.clone(), ns), &lp)
             .await
             .map_err(|e| failure(name, e))?;
         known.extend(
             services
-                .items
                 .iter()
                 .filter_map(|s| s.metadata.name.as_ref())
                 .map(|n| format!("{ns}/{n}")),
