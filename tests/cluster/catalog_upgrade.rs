@@ -729,6 +729,19 @@ kptest!(
         // The test cluster's own API server has years left.
         let out = run_check(&dir, "apiserver-certificate", "1.35", &[]);
         assert_eq!(out.outcome, "passed", "{out:#?}");
+
+        // Nothing listening: the check could not look, which is never a pass.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let closed = format!("127.0.0.1:{}", closed.port());
+        let params = [("address", closed.as_str())];
+        let out = run_check(&dir, "apiserver-certificate", "1.35", &params);
+        assert_eq!(out.outcome, "error", "{out:#?}");
+        assert!(
+            out.message.contains(&format!("cannot connect to {closed}")),
+            "{out:#?}"
+        );
     }
 );
 
