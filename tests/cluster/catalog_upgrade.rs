@@ -245,18 +245,37 @@ fn pod(ns: &str, name: &str, labels: Value, spec: Value) -> Value {
     })
 }
 
+/// `1.N`, `N` being the API server's minor version plus the argument.
+fn minors() -> impl Fn(i64) -> String {
+    let from = server_version();
+    let minor: u64 = from
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .expect("a minor version");
+    move |delta: i64| format!("1.{}", i64::try_from(minor).expect("minor") + delta)
+}
+
 kptest!(one_minor_hop_fails_a_two_minor_target, |dir| {
-    let out = run_check(&dir, "one-minor-hop", "1.36", &[]);
+    let from = server_version();
+    let at = minors();
+    let out = run_check(&dir, "one-minor-hop", &at(2), &[]);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     assert!(
-        out.message
-            .contains("the target 1.36 is 2 minor versions ahead"),
+        out.message.contains(&format!(
+            "the API server is at {from} and the target {} is 2 minor versions ahead",
+            at(2)
+        )),
         "{out:#?}"
     );
-    let out = run_check(&dir, "one-minor-hop", "1.33", &[]);
+    let out = run_check(&dir, "one-minor-hop", &at(-1), &[]);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     assert!(out.message.contains("older than it"), "{out:#?}");
-    let out = run_check(&dir, "one-minor-hop", "1.35", &[]);
+    let out = run_check(&dir, "one-minor-hop", &at(1), &[]);
+    assert_eq!(out.outcome, "passed", "{out:#?}");
+    // The server's own minor: a patch upgrade.
+    let out = run_check(&dir, "one-minor-hop", &at(0), &[]);
     assert_eq!(out.outcome, "passed", "{out:#?}");
 });
 
