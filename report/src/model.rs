@@ -13,21 +13,7 @@ use serde_yaml::Value as Yaml;
 /// field changes meaning or goes away (new fields may appear).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The annotation keys the report builder writes (`kpilot_catalog::build::keys`).
-mod keys {
-    pub const REPORT: &str = "kpilot.io/report";
-    pub const SCENARIO: &str = "kpilot.io/scenario";
-    pub const TARGET: &str = "kpilot.io/target";
-    pub const SERVER: &str = "kpilot.io/cluster-server";
-    pub const VERSION: &str = "kpilot.io/cluster-version";
-    pub const TYPE: &str = "kpilot.io/cluster-type";
-    pub const TITLE: &str = "kpilot.io/title";
-    pub const CATEGORY: &str = "kpilot.io/category";
-    pub const CATEGORY_TITLE: &str = "kpilot.io/category-title";
-    pub const SEVERITY: &str = "kpilot.io/severity";
-    pub const REMEDIATION: &str = "kpilot.io/remediation";
-    pub const REMEDIATION_URL: &str = "kpilot.io/remediation-url";
-}
+use kpilot_catalog::build::keys;
 
 /// Why a run gives no report.
 #[derive(Debug, thiserror::Error)]
@@ -551,5 +537,234 @@ impl Report {
     /// Whether a check could not be checked: exit code 3 when none failed.
     pub fn has_error(&self) -> bool {
         self.summary.error > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::text::{self, Style};
+    use kpilot_engine::state::RunState;
+    use kpilot_engine::RunId;
+    use serde_json::json;
+
+    const WORKFLOW: &str = r#"
+apiVersion: kpilot/v1
+kind: Workflow
+metadata:
+  name: inspect-patrol
+  annotations: {kpilot.io/report: v1, kpilot.io/scenario: patrol, kpilot.io/cluster-server: "https://10.0.0.1:6443", kpilot.io/cluster-version: v1.34.4, kpilot.io/cluster-type: managed}
+spec:
+  steps:
+    - id: disks
+      phase: patrol
+      annotations: {kpilot.io/title: Disks have room, kpilot.io/category: cluster-resources/nodes, kpilot.io/category-title: Nodes, kpilot.io/severity: error, kpilot.io/remediation: Free space on the node so that the kubelet does not start evicting pods long before anyone looks., kpilot.io/remediation-url: "https://kubernetes.io/docs/"}
+      check: {query: node.disks, expect: "true"}
+    - id: dns
+      phase: patrol
+      annotations: {kpilot.io/title: CoreDNS is healthy, kpilot.io/category: components/coredns, kpilot.io/category-title: CoreDNS, kpilot.io/severity: warning, kpilot.io/remediation: Roll it out.}
+      check: {query: cluster.addons, expect: "true"}
+    - id: lb
+      phase: patrol
+      annotations: {kpilot.io/title: The load balancer answers, kpilot.io/category: cluster-resources/apiserver-lb, kpilot.io/category-title: API server load balancer, kpilot.io/severity: error, kpilot.io/remediation: Look at the cloud console.}
+      check: {query: {command: [lb.sh]}, expect: "true"}
+    - id: fine
+      phase: patrol
+      annotations: {kpilot.io/title: All fine, kpilot.io/category: components/coredns, kpilot.io/category-title: CoreDNS, kpilot.io/severity: error, kpilot.io/remediation: x}
+      check: {query: cluster.version, expect: "true"}
+"#;
+
+    fn record(state: StepState, output: Value) -> StepRecord {
+        StepRecord {
+            state,
+            output: Some(output),
+            reason: Some("why".into()),
+            ..StepRecord::pending()
+        }
+    }
+
+    fn report() -> Report {
+        let run = RunRecord {
+            id: RunId::parse("inspect-patrol-1").expect("id"),
+            workflow: "inspect-patrol".into(),
+            file: "x".into(),
+            source: WORKFLOW.into(),
+            params: Default::default(),
+            workdir: "/".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            state: RunState::Failed,
+            approvals: Default::default(),
+        };
+        let step = |s: &str| StepId::parse(s).expect("step");
+        let long = "x".repeat(150);
+        let steps = vec![
+            (
+                step("disks"),
+                InstanceId::named("node-a"),
+                record(
+                    StepState::Succeeded,
+                    json!({"outcome": "passed", "message": "ok"}),
+                ),
+            ),
+            (
+                step("disks"),
+                InstanceId::named("node-b"),
+                record(
+                    StepState::Failed,
+                    json!({"outcome": "failed", "message": format!("/var is 93% full {long}"), "query": "node.disks on node-b", "items": []}),
+                ),
+            ),
+            (
+                step("dns"),
+                InstanceId::global(),
+                record(
+                    StepState::Succeeded,
+                    json!({"outcome": "warning", "message": "1 of 1 items failed", "query": "cluster.addons", "items": [{"name": "coredns", "message": "coredns is not rolled out", "object": {"kind": "Deployment", "namespace": "kube-system", "name": "coredns"}}]}),
+                ),
+            ),
+            (
+                step("lb"),
+                InstanceId::global(),
+                record(
+                    StepState::Failed,
+                    json!({"outcome": "failed", "message": "the check could not read its data: exit 2", "error": "exit 2", "failed": []}),
+                ),
+            ),
+            (
+                step("fine"),
+                InstanceId::global(),
+                record(
+                    StepState::Succeeded,
+                    json!({"outcome": "passed", "message": "cluster.version passed", "query": "cluster.version"}),
+                ),
+            ),
+        ];
+        Report::from_run(&run, &steps).expect("a report")
+    }
+
+    #[test]
+    fn outcomes_items_and_order_come_from_the_run() {
+        let r = report();
+        assert_eq!(r.cluster.cluster_type, "managed");
+        assert_eq!(
+            r.summary,
+            Counts {
+                passed: 1,
+                warning: 1,
+                failed: 1,
+                error: 1
+            }
+        );
+        let disks = r.checks.iter().find(|c| c.id == "disks").expect("disks");
+        assert_eq!(disks.outcome, Outcome::Failed, "the worst node decides");
+        assert_eq!(disks.items.len(), 1);
+        assert_eq!(disks.items[0].node.as_deref(), Some("node-b"));
+        assert_eq!(
+            disks.items[0].object.as_ref().map(|o| o.kind.as_str()),
+            Some("Node")
+        );
+        assert!(
+            disks
+                .message
+                .starts_with("1 of 2 nodes did not pass: node-b"),
+            "{}",
+            disks.message
+        );
+        let lb = r.checks.iter().find(|c| c.id == "lb").expect("lb");
+        assert_eq!(lb.outcome, Outcome::Error);
+        assert!(
+            lb.message.starts_with("could not check: "),
+            "{}",
+            lb.message
+        );
+        let dns = r.checks.iter().find(|c| c.id == "dns").expect("dns");
+        assert_eq!(dns.outcome, Outcome::Warning);
+        assert_eq!(
+            dns.items[0].object.as_ref().map(|o| o.name.as_str()),
+            Some("coredns")
+        );
+        // Categories with something abnormal first; CoreDNS (a warning) last.
+        let ids: Vec<&str> = r.categories.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "cluster-resources/apiserver-lb",
+                "cluster-resources/nodes",
+                "components/coredns"
+            ]
+        );
+        assert_eq!(
+            r.categories[2].checks,
+            ["dns", "fine"],
+            "worst first within a category"
+        );
+        let json = crate::render::json::render(&r);
+        let v: Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(v["schemaVersion"], 1);
+        assert_eq!(v["cluster"]["type"], "managed");
+        assert!(v["checks"][0]["items"].is_array());
+        assert!(v.get("target").is_none(), "a patrol has no target");
+    }
+
+    #[test]
+    fn text_is_plain_or_coloured_and_never_wider_than_100_columns() {
+        let r = report();
+        let plain = text::render(&r, Style { colour: false });
+        assert!(!plain.contains('\x1b'));
+        assert!(
+            plain.lines().all(|l| l.chars().count() <= text::WIDTH),
+            "{plain}"
+        );
+        let abnormal = plain.find("ABNORMAL (1)").expect("abnormal");
+        let unchecked = plain.find("COULD NOT CHECK (1)").expect("could not check");
+        let warning = plain.find("WARNING (1)").expect("warning");
+        assert!(abnormal < unchecked && unchecked < warning, "{plain}");
+        assert!(plain.contains("[node-b] /var is 93% full"), "{plain}");
+        assert!(
+            plain.contains("4 checks: 1 normal, 1 warning, 2 abnormal (1 could not be checked)"),
+            "{plain}"
+        );
+        let coloured = text::render(&r, Style { colour: true });
+        assert!(coloured.contains("\x1b[31m"), "red for abnormal");
+        let stripped: String = {
+            let mut out = String::new();
+            let mut skip = false;
+            for ch in coloured.chars() {
+                match (skip, ch) {
+                    (_, '\x1b') => skip = true,
+                    (true, 'm') => skip = false,
+                    (true, _) => {}
+                    (false, c) => out.push(c),
+                }
+            }
+            out
+        };
+        assert_eq!(stripped, plain, "colour changes nothing else");
+    }
+
+    #[test]
+    fn a_run_that_is_no_inspection_is_refused() {
+        let mut run = RunRecord {
+            id: RunId::parse("w-1").expect("id"),
+            workflow: "w".into(),
+            file: "x".into(),
+            source: "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: w}\n".into(),
+            params: Default::default(),
+            workdir: "/".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            state: RunState::Succeeded,
+            approvals: Default::default(),
+        };
+        assert!(matches!(
+            Report::from_run(&run, &[]),
+            Err(ReportError::NotAnInspection { .. })
+        ));
+        run.source = ":\n  - [".into();
+        assert!(matches!(
+            Report::from_run(&run, &[]),
+            Err(ReportError::Workflow { .. })
+        ));
     }
 }

@@ -314,7 +314,16 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
     let report = kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)?;
     let id = &report.run_id;
     super::report::print(&report, args.output == InspectFormat::Json)?;
-    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}` checks again what did not pass");
+    // `resume` reaches the cluster through its own flags: name the same one.
+    let mut flags = String::new();
+    if let Some(k) = &args.cluster.kubeconfig {
+        let k = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+        flags.push_str(&format!(" --kubeconfig {}", k.display()));
+    }
+    if let Some(c) = &args.cluster.context {
+        flags.push_str(&format!(" --context {c}"));
+    }
+    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}{flags}` checks again what did not pass");
     if !outcome.internal.is_empty() {
         return Ok(Exit::Internal);
     }

@@ -207,10 +207,10 @@ fn nix_uid() -> u32 {
 pub struct ClusterArgs {
     /// The kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or in-cluster]
     #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context [default: its current context]
     #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    pub context: Option<String>,
 }
 
 impl ClusterArgs {

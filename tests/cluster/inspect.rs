@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 
-use super::{kp, kp_with, kubeconfig, node, unique, Created};
+use super::{kp_with, kubeconfig, node, unique, Created};
 use crate::inspect::{check, run_id};
 use crate::util::Dir;
 
@@ -78,9 +78,10 @@ kptest!(
             .and_then(|m| m.trim_end_matches('+').parse().ok())
             .expect("minor");
         let next = format!("1.{}", minor + 1);
-        let ran = kp(
-            &dir,
-            &[
+        // The kubeconfig by flag: the resume kpilot prints must name it too.
+        let config = kubeconfig().display().to_string();
+        let ran = dir
+            .kp(&[
                 "inspect",
                 "--scenario",
                 "upgrade",
@@ -90,9 +91,10 @@ kptest!(
                 "r.yaml",
                 "-o",
                 "json",
-            ],
-        )
-        .expect(1);
+                "--kubeconfig",
+                &config,
+            ])
+            .expect(1);
         let r: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON report");
         assert_eq!(r["cluster"]["version"], git.as_str());
         assert!(
@@ -123,11 +125,17 @@ kptest!(
         // Fixed, resumed as printed: the report passes.
         super::kubectl(&["delete", "node", &bad], None);
         let id = run_id(&ran.stderr);
-        kp(&dir, &["resume", &id]).expect(0);
-        let again = kp(&dir, &["report", &id, "-o", "json"]).expect(0);
+        let printed =
+            format!("`kpilot resume {id} --kubeconfig {config}` checks again what did not pass");
+        assert!(ran.stderr.contains(&printed), "{}", ran.stderr);
+        let resume: Vec<&str> = printed[1..printed.rfind('`').expect("quoted")]
+            .split(' ')
+            .skip(1)
+            .collect();
+        dir.kp(&resume).expect(0);
+        let again = dir.kp(&["report", &id, "-o", "json"]).expect(0);
         let r: serde_json::Value = serde_json::from_str(&again.stdout).expect("JSON");
         assert_eq!(check(&r, "t-nodes-ready")["outcome"], "passed");
-        let _ = kubeconfig();
     }
 );
 

@@ -419,3 +419,54 @@ kptest!(bad_input_names_the_file_the_check_and_the_fix, |dir| {
     );
     dir.kp(&["status", "w1"]).expect(0);
 });
+
+kptest!(
+    a_checks_repair_runs_when_it_fails_then_the_check_again,
+    |dir| {
+        dir.write("data/flag.json", r#"{"on": false}"#);
+        dir.write(
+            "r.yaml",
+            r#"apiVersion: kpilot/v1
+kind: Report
+metadata: {name: repair}
+---
+apiVersion: kpilot/v1
+kind: Check
+metadata: {name: flag-on}
+title: The flag is on
+category: cluster-resources/nodes
+appliesTo: {scenarios: [patrol]}
+check:
+  query: {command: [cat, data/flag.json]}
+  expect: data.on
+  message: the flag is off
+remediation: {text: "Turn it on.", url: "https://kubernetes.io/docs/"}
+repair:
+  script: "echo '{\"on\": true}' > data/flag.json"
+"#,
+        );
+        let ran = dir
+            .kp(&[
+                "inspect",
+                "--scenario",
+                "patrol",
+                "--no-cluster",
+                "--report",
+                "r.yaml",
+                "-o",
+                "json",
+            ])
+            .expect(0);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(check(&report, "flag-on")["outcome"], "passed", "{report:#}");
+        assert_eq!(
+            report["summary"]["passed"], 1,
+            "the repair step is not a check of the report"
+        );
+        let id = run_id(&ran.stderr);
+        assert_eq!(dir.step_state(&id, "flag-on-repair"), "succeeded");
+        assert!(dir.read("data/flag.json").contains("true"));
+        let logs = dir.kp(&["logs", &id, "flag-on"]).expect(0);
+        assert!(logs.stdout.contains("outcome: passed"), "{}", logs.stdout);
+    }
+);
