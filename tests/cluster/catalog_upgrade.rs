@@ -82,6 +82,17 @@ fn scenario(id: &str) -> String {
 /// Runs catalog check `id` alone, through `kpilot inspect --to to` and a Report that
 /// selects it and overrides its `params`; what the JSON report says of it.
 fn run_check(dir: &Dir, id: &str, to: &str, params: &[(&str, &str)]) -> Outcome {
+    run_in(dir, id, &scenario(id), Some(to), params)
+}
+
+/// Runs catalog check `id` alone in `scenario`, with `--to` when `to` is given.
+fn run_in(
+    dir: &Dir,
+    id: &str,
+    scenario: &str,
+    to: Option<&str>,
+    params: &[(&str, &str)],
+) -> Outcome {
     let overrides: serde_json::Map<String, Value> = params
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -100,22 +111,12 @@ fn run_check(dir: &Dir, id: &str, to: &str, params: &[(&str, &str)]) -> Outcome 
     let file = dir.write(&format!("{id}.report.yaml"), &report.to_string());
     let file = file.display().to_string();
     let config = kubeconfig().display().to_string();
-    let ran = kp(
-        dir,
-        &[
-            "inspect",
-            "--scenario",
-            &scenario(id),
-            "--to",
-            to,
-            "--report",
-            &file,
-            "-o",
-            "json",
-            "--kubeconfig",
-            &config,
-        ],
-    );
+    let mut args = vec!["inspect", "--scenario", scenario];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    args.extend(["--report", &file, "-o", "json", "--kubeconfig", &config]);
+    let ran = kp(dir, &args);
     assert!(
         [0, 1, 3].contains(&ran.code),
         "kpilot inspect: exit {}\n{}\n{}",
@@ -492,7 +493,7 @@ kptest!(cni_healthy_fails_an_old_cni_until_it_is_upgraded, |dir| {
     }
     assert!(
         out.message.contains(&format!(
-            "DaemonSet {ns}/calico-node is at v3.20.6, below 3.26.0 which the target 1.35 needs"
+            "DaemonSet {ns}/calico-node is at v3.20.6, below 3.26.0, which the target 1.35 needs"
         )),
         "{out:#?}"
     );
@@ -565,6 +566,18 @@ kptest!(
         );
         eventually(&dir, "coredns-healthy", "1.35", &strict, "passed");
         eventually(&dir, "coredns-healthy", "1.22", &params, "passed");
+        // A patrol has no target: availability, and minVersion when given.
+        let out = run_in(&dir, "coredns-healthy", "patrol", None, &params);
+        assert_eq!(out.outcome, "passed", "{out:#?}");
+        let newer = [("namespace", ns.as_str()), ("minVersion", "1.13.0")];
+        let out = run_in(&dir, "coredns-healthy", "patrol", None, &newer);
+        assert_eq!(out.outcome, "failed", "{out:#?}");
+        assert!(
+            out.message.contains(&format!(
+                "CoreDNS ({ns}/coredns) is at v1.12.1, below 1.13.0"
+            )),
+            "{out:#?}"
+        );
     }
 );
 
