@@ -4,6 +4,7 @@
 //! shipped catalog's listing and docs.
 
 mod catalog;
+mod cloud;
 
 use crate::util::Dir;
 
