@@ -718,6 +718,26 @@ mod tests {
             Ok(Query::Node { path }) if path == "kernel.release"
         ));
         assert!(parse("node.bogus").is_err());
+        assert!(matches!(
+            parse("cluster.webhooks"),
+            Ok(Query::Cluster(ClusterQuery::Webhooks))
+        ));
+        assert!(matches!(
+            parse("{cluster: services, namespace: '{{params.ns}}', labelSelector: a=b}"),
+            Ok(Query::Cluster(ClusterQuery::Services { .. }))
+        ));
+        assert!(matches!(
+            parse("{cluster: servingCertificate, address: 'localhost:6443'}"),
+            Ok(Query::Cluster(ClusterQuery::ServingCertificate {
+                address: Some(_)
+            }))
+        ));
+        assert!(matches!(
+            parse("cluster.servingCertificate"),
+            Ok(Query::Cluster(ClusterQuery::ServingCertificate {
+                address: None
+            }))
+        ));
         let path = |yaml: &str| {
             let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
             Query::parse_path(&value, &[]).map(|(_, path)| path)
@@ -745,6 +765,9 @@ mod tests {
             "{nothing: 1}",
             "[cluster.nodes]",
             "{resource: {version: v1, kind: Pod, namespace: '{{params.nope}}'}}",
+            "{cluster: webhooks, namespace: x}",
+            "{cluster: services, fieldSelector: x}",
+            "{cluster: servingCertificate, host: x}",
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
