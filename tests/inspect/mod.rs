@@ -471,3 +471,66 @@ repair:
         assert!(logs.stdout.contains("outcome: passed"), "{}", logs.stdout);
     }
 );
+
+kptest!(
+    api_versions_files_add_rows_the_removed_api_checks_judge_by,
+    |dir| {
+        dir.write(
+        "manifests/issuer.yaml",
+        "apiVersion: cert-manager.io/v1alpha2\nkind: Issuer\nmetadata: {name: letsencrypt, namespace: web}\nspec: {}\n",
+    );
+        dir.write(
+        "cert-manager.yaml",
+        "deprecated-versions:\n  - {version: cert-manager.io/v1alpha2, kind: Issuer, deprecated-in: v1.4.0, removed-in: v1.6.0, replacement-api: cert-manager.io/v1, component: cert-manager}\n",
+    );
+        let args = [
+            "inspect",
+            "--scenario",
+            "upgrade",
+            "--to",
+            "1.16",
+            "--no-cluster",
+            "--manifests",
+            "manifests",
+            "-o",
+            "json",
+        ];
+        // Without the rows, cert-manager's API is nothing the table knows.
+        let ran = dir.kp(&args).expect(0);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(
+            check(&report, "removed-apis")["outcome"],
+            "passed",
+            "{report:#}"
+        );
+        let mut with = args.to_vec();
+        with.extend(["--api-versions", "cert-manager.yaml"]);
+        let ran = dir.kp(&with).expect(1);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        let removed = check(&report, "removed-apis");
+        assert_eq!(removed["outcome"], "failed", "{report:#}");
+        let item = &removed["items"][0];
+        assert_eq!(
+            item["object"],
+            serde_json::json!({"apiVersion": "cert-manager.io/v1alpha2", "kind": "Issuer", "namespace": "web", "name": "letsencrypt"})
+        );
+        assert_eq!(item["replacement"], "cert-manager.io/v1");
+        assert!(
+            item["source"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("manifests/issuer.yaml")),
+            "{item:#}"
+        );
+        // A table that is not one is refused, naming the file and the format.
+        dir.write("bad.yaml", "rows: 1\n");
+        let mut bad = args.to_vec();
+        bad.extend(["--api-versions", "bad.yaml"]);
+        let ran = dir.kp(&bad).expect(2);
+        assert!(
+            ran.stderr
+                .contains("--api-versions bad.yaml: it has no `deprecated-versions` list"),
+            "{}",
+            ran.stderr
+        );
+    }
+);
