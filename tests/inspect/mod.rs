@@ -534,3 +534,73 @@ kptest!(
         );
     }
 );
+
+kptest!(
+    etcd_backup_recent_warns_of_an_old_snapshot_until_a_new_one_is_taken,
+    |dir| {
+        std::fs::create_dir_all(dir.join("backups")).expect("mkdir");
+        let report = |backup_dir: &str| {
+            format!("apiVersion: kpilot/v1\nkind: Report\nmetadata: {{name: t}}\nspec:\n  select: {{ids: [etcd-backup-recent]}}\n  overrides: [{{check: etcd-backup-recent, params: {{backupDir: \"{backup_dir}\"}}}}]\n")
+        };
+        let inspect = |code: i32| {
+            let ran = dir
+                .kp(&[
+                    "inspect",
+                    "--scenario",
+                    "patrol",
+                    "--no-cluster",
+                    "--report",
+                    "r.yaml",
+                    "-o",
+                    "json",
+                ])
+                .expect(code);
+            let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+            check(&report, "etcd-backup-recent").clone()
+        };
+        // Not configured: a warning that says what to set, never a pass.
+        dir.write("r.yaml", &report(""));
+        let c = inspect(0);
+        assert_eq!(c["outcome"], "warning", "{c:#}");
+        assert!(
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("set the param backupDir")),
+            "{c:#}"
+        );
+        // A snapshot 30 hours old.
+        let backups = dir.join("backups").display().to_string();
+        dir.write("r.yaml", &report(&backups));
+        let old = dir.write("backups/etcd-old.db", "snapshot");
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "30 hours ago"])
+            .arg(&old)
+            .status()
+            .expect("touch");
+        assert!(touched.success());
+        let c = inspect(0);
+        assert_eq!(c["outcome"], "warning", "{c:#}");
+        let message = c["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("etcd-old.db") && message.contains("30 hours old"),
+            "{c:#}"
+        );
+        assert_eq!(c["category"], "components/etcd");
+        // A fresh one is taken: it passes.
+        dir.write("backups/etcd-new.db", "snapshot");
+        assert_eq!(inspect(0)["outcome"], "passed");
+        // A directory that is not there: it cannot tell.
+        dir.write(
+            "r.yaml",
+            &report(&dir.join("nowhere").display().to_string()),
+        );
+        let c = inspect(3);
+        assert_eq!(c["outcome"], "error", "{c:#}");
+        assert!(
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not a directory")),
+            "{c:#}"
+        );
+    }
+);
