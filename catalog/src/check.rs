@@ -178,8 +178,10 @@ pub(crate) fn documents(file: &str, text: &str) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-fn texts(v: &Value, field: &str) -> std::result::Result<Vec<String>, String> {
+/// A list of names (a single name counts as a list of one; null as none).
+pub(crate) fn texts(v: &Value, field: &str) -> std::result::Result<Vec<String>, String> {
     match v {
+        Value::Null => Ok(Vec::new()),
         Value::String(s) => Ok(vec![s.clone()]),
         Value::Sequence(items) => items
             .iter()

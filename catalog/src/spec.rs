@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use serde_yaml::Value;
 
 use crate::applies::ClusterType;
-use crate::check::{documents, string_map, CatalogCheck};
+use crate::check::{documents, string_map, texts, CatalogCheck};
 use crate::{CatalogError, Result};
 
 /// Which checks a report chooses; empty chooses every check that applies.
@@ -90,21 +90,6 @@ const SPEC_FIELDS: &[&str] = &[
     "overrides",
     "apiVersions",
 ];
-
-fn names(v: &Value, field: &str) -> std::result::Result<Vec<String>, String> {
-    match v {
-        Value::Null => Ok(Vec::new()),
-        Value::Sequence(items) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("`{field}` must be a list of names"))
-            })
-            .collect(),
-        _ => Err(format!("`{field}` must be a list of names")),
-    }
-}
 
 impl ReportSpec {
     /// Parses a report file: one `kind: Report` document, then any number of
@@ -188,16 +173,16 @@ impl ReportSpec {
                     ));
                 }
             }
-            self.select.categories = names(
+            self.select.categories = texts(
                 m.get("categories").unwrap_or(&Value::Null),
                 "spec.select.categories",
             )?;
-            self.select.ids = names(m.get("ids").unwrap_or(&Value::Null), "spec.select.ids")?;
+            self.select.ids = texts(m.get("ids").unwrap_or(&Value::Null), "spec.select.ids")?;
             if let Some(l) = m.get("labels").filter(|v| !v.is_null()) {
                 self.select.labels = string_map(l, "spec.select.labels")?;
             }
         }
-        self.exclude = names(spec.get("exclude").unwrap_or(&Value::Null), "spec.exclude")?;
+        self.exclude = texts(spec.get("exclude").unwrap_or(&Value::Null), "spec.exclude")?;
         if let Some(p) = spec.get("params").filter(|v| !v.is_null()) {
             self.params = string_map(p, "spec.params")?;
         }

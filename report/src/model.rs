@@ -13,21 +13,7 @@ use serde_yaml::Value as Yaml;
 /// field changes meaning or goes away (new fields may appear).
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The annotation keys the report builder writes (`kpilot_catalog::build::keys`).
-mod keys {
-    pub const REPORT: &str = "kpilot.io/report";
-    pub const SCENARIO: &str = "kpilot.io/scenario";
-    pub const TARGET: &str = "kpilot.io/target";
-    pub const SERVER: &str = "kpilot.io/cluster-server";
-    pub const VERSION: &str = "kpilot.io/cluster-version";
-    pub const TYPE: &str = "kpilot.io/cluster-type";
-    pub const TITLE: &str = "kpilot.io/title";
-    pub const CATEGORY: &str = "kpilot.io/category";
-    pub const CATEGORY_TITLE: &str = "kpilot.io/category-title";
-    pub const SEVERITY: &str = "kpilot.io/severity";
-    pub const REMEDIATION: &str = "kpilot.io/remediation";
-    pub const REMEDIATION_URL: &str = "kpilot.io/remediation-url";
-}
+use kpilot_catalog::build::keys;
 
 /// Why a run gives no report.
 #[derive(Debug, thiserror::Error)]
