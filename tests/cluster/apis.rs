@@ -958,3 +958,47 @@ kptest!(inspect_no_cluster_judges_the_peers_fixtures, |dir| {
         ])]
     );
 });
+
+kptest!(an_object_served_in_two_groups_is_judged_once, |dir| {
+    let mut created = Created::default();
+    let ns = namespace(&mut created, "apis-twice");
+    // A row for the core group's Event (saying nothing) makes the core group one to read:
+    // an Event is then listed both as v1 and as events.k8s.io/v1.
+    dir.write(
+        "wf.yaml",
+        &WORKFLOW.replace(
+            "annotations: \"{{params.annotations}}\"}}",
+            "annotations: \"{{params.annotations}}\", versions: \"[{version: v1, kind: Event}]\"}}",
+        ),
+    );
+    created.create(json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "started", "namespace": ns},
+        "involvedObject": {"kind": "Pod", "name": "p", "namespace": ns},
+        "reason": "Started",
+        "message": "started",
+        "type": "Normal",
+    }));
+    annotate(
+        "event",
+        &ns,
+        "started",
+        LAST_APPLIED,
+        applied("events.k8s.io/v1beta1", "Event", &ns, "started"),
+    );
+    run(&dir, "twice", &ns, &["--param", "to=1.25"], 1);
+    assert_eq!(
+        findings(&dir, "twice", "removed"),
+        vec![row(&[
+            "failed",
+            "events.k8s.io/v1beta1",
+            "Event",
+            &ns,
+            "started",
+            "cluster",
+            "events.k8s.io/v1",
+            "v1.25.0"
+        ])]
+    );
+});

@@ -57,8 +57,12 @@ pub async fn scan_cluster(
     scope: &ClusterScope,
 ) -> Result<Scan, ClusterError> {
     let mut scan = Scan::default();
+    // The same object can be served in two groups (Ingress in extensions and
+    // networking.k8s.io on an old server, Event in the core group and events.k8s.io): it is
+    // one object, judged once. Only objects that carry an applied manifest are remembered.
+    let mut seen = HashSet::new();
     for (ar, caps) in served_kinds(client, table, scope).await? {
-        applied(client, &ar, &caps, scope, &mut scan).await?;
+        applied(client, &ar, &caps, scope, &mut seen, &mut scan).await?;
     }
     helm_releases(client, scope, &mut scan).await?;
     Ok(scan)
@@ -137,15 +141,13 @@ async fn applied(
     ar: &ApiResource,
     caps: &ApiCapabilities,
     scope: &ClusterScope,
+    seen: &mut HashSet<String>,
     scan: &mut Scan,
 ) -> Result<(), ClusterError> {
     let api: Api<DynamicObject> = match (&scope.namespace, &caps.scope) {
         (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, ar),
         _ => Api::all_with(client.clone(), ar),
     };
-    // The same object can be served in two groups (Ingress in extensions and
-    // networking.k8s.io on an old server): it is one object, read once.
-    let mut seen = HashSet::new();
     let mut lp = ListParams::default().limit(PAGE);
     loop {
         let page = api.list_metadata(&lp).await.map_err(list_error(format!(
@@ -154,15 +156,19 @@ async fn applied(
         )))?;
         for o in page.items {
             let meta = o.metadata;
+            let Some(annotations) = &meta.annotations else {
+                continue;
+            };
+            let found = applied_type(|k| annotations.get(k).map(String::as_str), &scope.options);
+            if matches!(found, Ok(None)) {
+                continue;
+            }
             if let Some(uid) = &meta.uid {
                 if !seen.insert(uid.clone()) {
                     continue;
                 }
             }
-            let Some(annotations) = &meta.annotations else {
-                continue;
-            };
-            match applied_type(|k| annotations.get(k).map(String::as_str), &scope.options) {
+            match found {
                 // A controller copies its object's annotations to the objects it makes (a
                 // Deployment's to its ReplicaSets): those are about another kind, not this one.
                 Ok(Some((_, kind))) if kind != ar.kind => {}
