@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{kp, shipped, step_output, unique, Created};
+use super::{fixture, kp, step_output, unique, Created};
 use crate::util::step_field;
 
 /// A DaemonSet that schedules nowhere (its nodeSelector matches no node), so
@@ -29,7 +29,7 @@ kptest!(addon_min_version_from_the_daemonset_image, |dir| {
     let name = unique("kube-proxy");
     let mut created = Created::default();
     created.create(daemonset(&name, "registry.k8s.io/kube-proxy:v1.33.5"));
-    let wf = shipped("checks/addon-version.yaml");
+    let wf = fixture("addon-version.yaml");
     let addon = format!("addon={name}");
 
     kp(

@@ -9,6 +9,8 @@
 //! `kpilot-test=<unique>`, scope their queries to them, and delete them.
 
 mod addons;
+mod catalog_patrol;
+mod catalog_upgrade;
 mod drivers;
 mod flags;
 mod gate;
@@ -239,6 +241,15 @@ pub fn kp_with(dir: &Dir, args: &[&str], kubeconfig: &Path) -> Ran {
 /// A shipped workflow, by its path under `workflows/`.
 pub fn shipped(path: &str) -> String {
     root().join("workflows").join(path).display().to_string()
+}
+
+/// A workflow of the tests' own, in `tests/cluster/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    root()
+        .join("tests/cluster/fixtures")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// The `output` of a step in `status -o json`.

@@ -1,6 +1,6 @@
 //! Node checks: readiness and kubelet version skew, over nodes the test made.
 
-use super::{kp, node, shipped, step_output, unique, wait_ready, Created};
+use super::{fixture, kp, node, step_output, unique, wait_ready, Created};
 use crate::util::step_field;
 
 kptest!(nodes_ready_names_exactly_the_notready_node, |dir| {
@@ -17,7 +17,7 @@ kptest!(nodes_ready_names_exactly_the_notready_node, |dir| {
     wait_ready(&kwok);
 
     let selector = format!("nodeSelector=kpilot-test={label}");
-    let wf = shipped("checks/nodes-ready.yaml");
+    let wf = fixture("nodes-ready.yaml");
     let ran = kp(&dir, &["run", &wf, "--run-id", "r", "--param", &selector]).expect(1);
     assert!(ran.stderr.contains(&down), "{}", ran.stderr);
 
@@ -42,7 +42,7 @@ kptest!(nodes_ready_passes_when_all_are_ready, |dir| {
     created.create(node(&format!("{label}-a"), &label, "v1.34.4", Some(true)));
     created.create(node(&format!("{label}-b"), &label, "v1.33.1", Some(true)));
     let selector = format!("nodeSelector=kpilot-test={label}");
-    let wf = shipped("checks/nodes-ready.yaml");
+    let wf = fixture("nodes-ready.yaml");
     kp(&dir, &["run", &wf, "--run-id", "r", "--param", &selector]).expect(0);
     let output = step_output(&dir, "r", "nodes-ready");
     assert_eq!(output["outcome"], "passed");
@@ -66,7 +66,7 @@ kptest!(kubelet_skew_names_the_too_old_and_too_new_nodes, |dir| {
     ));
 
     let selector = format!("nodeSelector=kpilot-test={label}");
-    let wf = shipped("checks/kubelet-skew.yaml");
+    let wf = fixture("kubelet-skew.yaml");
     kp(
         &dir,
         &[
@@ -117,7 +117,7 @@ kptest!(kubelet_skew_names_the_too_old_and_too_new_nodes, |dir| {
 
 kptest!(nodes_ready_fails_when_the_selector_matches_no_node, |dir| {
     let selector = format!("nodeSelector=kpilot-test={}", unique("nothing"));
-    let wf = shipped("checks/nodes-ready.yaml");
+    let wf = fixture("nodes-ready.yaml");
     kp(&dir, &["run", &wf, "--run-id", "r", "--param", &selector]).expect(1);
     let reason = step_field(&dir.status("r"), "nodes-ready", "reason");
     assert!(

@@ -15,7 +15,7 @@ kind: Report
 metadata: {name: own}
 spec:
   clusterType: self-hosted
-  select: {ids: [pods-healthy, disk-room, version-known, nodes-ready]}
+  select: {ids: [pods-healthy, disk-room, version-known, own-nodes-ready]}
   overrides:
     - {check: disk-room, severity: warning}
 ---
@@ -59,7 +59,7 @@ remediation: {text: "Fix the script.", url: "https://kubernetes.io/docs/referenc
 ---
 apiVersion: kpilot/v1
 kind: Check
-metadata: {name: nodes-ready}
+metadata: {name: own-nodes-ready}
 title: Nodes are Ready (reads the cluster)
 category: cluster-resources/nodes
 appliesTo: {scenarios: [patrol]}
@@ -169,7 +169,7 @@ kptest!(
                 .as_array()
                 .expect("checks")
                 .iter()
-                .all(|c| c["id"] != "nodes-ready"),
+                .all(|c| c["id"] != "own-nodes-ready"),
             "a check that reads the cluster is left out with --no-cluster"
         );
         // Categories: abnormal first.
@@ -305,7 +305,7 @@ kptest!(dry_run_prints_the_workflow_it_would_run, |dir| {
     assert_eq!(workflow["spec"]["steps"][0]["phase"], "patrol");
     assert!(
         ran.stderr
-            .contains("left out nodes-ready: reads the cluster, and --no-cluster was given"),
+            .contains("left out own-nodes-ready: reads the cluster, and --no-cluster was given"),
         "{}",
         ran.stderr
     );

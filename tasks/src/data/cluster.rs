@@ -3,12 +3,16 @@
 //! The connection is made on the first query that needs it, so a workflow
 //! without cluster checks never reads a kubeconfig.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Node, PodTemplateSpec, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kpilot_engine::TaskContext;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -89,6 +93,12 @@ impl Cluster {
             Ok(Value::Array(nodes.items.iter().map(node).collect()))
         })
         .await
+    }
+
+    /// The API server's address (`https://host:port`), as the kubeconfig
+    /// (or the in-cluster environment) gives it.
+    pub async fn server(&self) -> Result<String, DataError> {
+        Ok(self.kube_config().await?.cluster_url.to_string())
     }
 
     /// The API server's address and its `/version` (`v1.34.4`), asking again
@@ -227,8 +237,248 @@ pub(crate) async fn fetch(
             }
             Ok(Value::Object(addons))
         }
+        ClusterQuery::Webhooks => webhooks(client, name).await,
+        ClusterQuery::Services {
+            namespace,
+            label_selector,
+        } => {
+            let lp = list_params(render(label_selector), None);
+            services(client, render(namespace).as_deref(), &lp, name).await
+        }
+        // Read by a TLS handshake, not through the client (see super::certificate).
+        ClusterQuery::ServingCertificate { .. } => Err(Failure::Permanent(DataError::Api {
+            query: name.to_owned(),
+            message: "the serving certificate is not read through the API".into(),
+        })),
         ClusterQuery::Resource(r) => resource(client, r, ctx, name).await,
     }
+}
+
+/// Ready and not-ready endpoint addresses of each Service of a namespace (all
+/// namespaces when `None`), by `namespace/name`, from its EndpointSlices.
+async fn endpoint_counts(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<BTreeMap<String, (usize, usize)>, Failure> {
+    let api: Api<EndpointSlice> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let slices = api
+        .list(&ListParams::default().labels(SERVICE_NAME_LABEL))
+        .await
+        .map_err(|e| failure(name, e))?;
+    // A Service's addresses may be spread over several slices, and during a
+    // rollout the same address may be in two: count each address once.
+    let mut seen: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for slice in &slices.items {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let key = format!(
+            "{}/{service}",
+            slice.metadata.namespace.as_deref().unwrap_or_default()
+        );
+        let entry = seen.entry(key).or_default();
+        for endpoint in &slice.endpoints {
+            // The API documents an unset `ready` as ready.
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            let set = if ready { &mut entry.0 } else { &mut entry.1 };
+            set.extend(endpoint.addresses.iter().cloned());
+        }
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(k, (ready, not_ready))| {
+            let not_ready = not_ready.difference(&ready).count();
+            (k, (ready.len(), not_ready))
+        })
+        .collect())
+}
+
+/// The label an EndpointSlice names its Service with.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// `query: cluster.services`: each Service, with its endpoints.
+async fn services(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    lp: &ListParams,
+    name: &str,
+) -> Result<Value, Failure> {
+    let api: Api<Service> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = api.list(lp).await.map_err(|e| failure(name, e))?;
+    let counts = endpoint_counts(client, namespace, name).await?;
+    let items = list
+        .items
+        .iter()
+        .map(|svc| {
+            let ns = svc.metadata.namespace.clone().unwrap_or_default();
+            let svc_name = svc.metadata.name.clone().unwrap_or_default();
+            let spec = svc.spec.as_ref();
+            let selector = spec.and_then(|s| s.selector.clone()).unwrap_or_default();
+            let (ready, not_ready) = counts
+                .get(&format!("{ns}/{svc_name}"))
+                .copied()
+                .unwrap_or((0, 0));
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "namespace": ns,
+                "name": svc_name,
+                "labels": svc.metadata.labels.clone().unwrap_or_default(),
+                "type": spec.and_then(|s| s.type_.clone()).unwrap_or_else(|| "ClusterIP".into()),
+                "clusterIP": spec.and_then(|s| s.cluster_ip.clone()),
+                "hasSelector": !selector.is_empty(),
+                "selector": selector,
+                "ports": spec
+                    .and_then(|s| s.ports.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol}))
+                    .collect::<Vec<_>>(),
+                "endpoints": {"ready": ready, "notReady": not_ready},
+            })
+        })
+        .collect();
+    Ok(Value::Array(items))
+}
+
+/// One admission webhook as `query: cluster.webhooks` shows it.
+struct Hook<'a> {
+    configuration: &'a kube::core::ObjectMeta,
+    kind: &'static str,
+    name: &'a str,
+    failure_policy: Option<&'a str>,
+    client_config: &'a WebhookClientConfig,
+    rules: Value,
+    namespace_selector: Value,
+    object_selector: Value,
+    timeout_seconds: Option<i32>,
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// `query: cluster.webhooks`: every webhook of every Validating and
+/// Mutating WebhookConfiguration, with what its service has behind it.
+async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
+    let lp = ListParams::default();
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| failure(name, e))?;
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| failure(name, e))?;
+    let mut hooks = Vec::new();
+    for c in &validating.items {
+        for w in c.webhooks.iter().flatten() {
+            hooks.push(Hook {
+                configuration: &c.metadata,
+                kind: "ValidatingWebhookConfiguration",
+                name: &w.name,
+                failure_policy: w.failure_policy.as_deref(),
+                client_config: &w.client_config,
+                rules: to_value(&w.rules),
+                namespace_selector: to_value(&w.namespace_selector),
+                object_selector: to_value(&w.object_selector),
+                timeout_seconds: w.timeout_seconds,
+            });
+        }
+    }
+    for c in &mutating.items {
+        for w in c.webhooks.iter().flatten() {
+            hooks.push(Hook {
+                configuration: &c.metadata,
+                kind: "MutatingWebhookConfiguration",
+                name: &w.name,
+                failure_policy: w.failure_policy.as_deref(),
+                client_config: &w.client_config,
+                rules: to_value(&w.rules),
+                namespace_selector: to_value(&w.namespace_selector),
+                object_selector: to_value(&w.object_selector),
+                timeout_seconds: w.timeout_seconds,
+            });
+        }
+    }
+    // Each namespace a webhook's service lives in is read once.
+    let namespaces: BTreeSet<&str> = hooks
+        .iter()
+        .filter_map(|h| h.client_config.service.as_ref())
+        .map(|s| s.namespace.as_str())
+        .collect();
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    let mut counts = BTreeMap::new();
+    for ns in namespaces {
+        let services = Api::<Service>::namespaced(client.clone(), ns)
+            .list(&lp)
+            .await
+            .map_err(|e| failure(name, e))?;
+        known.extend(
+            services
+                .items
+                .iter()
+                .filter_map(|s| s.metadata.name.as_ref())
+                .map(|n| format!("{ns}/{n}")),
+        );
+        counts.extend(endpoint_counts(client, Some(ns), name).await?);
+    }
+    let items = hooks
+        .iter()
+        .map(|h| {
+            let configuration = h.configuration.name.clone().unwrap_or_default();
+            let service = h.client_config.service.as_ref();
+            let key = service.map(|s| format!("{}/{}", s.namespace, s.name));
+            let (ready, not_ready) = key
+                .as_ref()
+                .and_then(|k| counts.get(k))
+                .copied()
+                .unwrap_or((0, 0));
+            json!({
+                "name": format!("{configuration}/{}", h.name),
+                "webhook": h.name,
+                "configuration": configuration,
+                "type": if h.kind.starts_with("Validating") { "validating" } else { "mutating" },
+                "object": {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": h.kind,
+                    "name": configuration,
+                },
+                // The API server's default when the field is unset.
+                "failurePolicy": h.failure_policy.unwrap_or("Fail"),
+                "url": h.client_config.url,
+                "service": service.map(|s| json!({
+                    "namespace": s.namespace,
+                    "name": s.name,
+                    "port": s.port.unwrap_or(443),
+                    "path": s.path,
+                    "exists": key.as_ref().is_some_and(|k| known.contains(k)),
+                })),
+                "endpoints": {"ready": ready, "notReady": not_ready},
+                "rules": h.rules,
+                "namespaceSelector": h.namespace_selector,
+                "objectSelector": h.object_selector,
+                "timeoutSeconds": h.timeout_seconds.unwrap_or(10),
+            })
+        })
+        .collect();
+    Ok(Value::Array(items))
 }
 
 async fn resource(
@@ -403,6 +653,7 @@ fn addon(
     let first = containers.first().cloned().unwrap_or(Value::Null);
     let [desired, ready, updated, available] = counts;
     let value = json!({
+        "apiVersion": "apps/v1",
         "name": name,
         "kind": kind,
         "namespace": namespace,

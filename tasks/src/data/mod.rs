@@ -1,7 +1,8 @@
 //! Data drivers: where a check's `query` gets its data.
 //!
 //! - [`cluster`]: the Kubernetes API (`cluster.version`, `cluster.nodes`,
-//!   `cluster.addons`, `cluster.apis`, and any resource).
+//!   `cluster.addons`, `cluster.apis`, `cluster.webhooks`, `cluster.services`,
+//!   `cluster.servingCertificate`, and any resource).
 //! - [`command`]: a user command that prints JSON (cloud security groups,
 //!   load balancers, ...).
 //! - `node.*` ([`crate::node`]): the node the check runs on (kernel, sysctl,
@@ -22,6 +23,7 @@
 //! run's facts, so that every check of a run that asks the same question
 //! shares one answer, and the answer stays with the run.
 
+pub mod certificate;
 pub mod cluster;
 pub mod command;
 
@@ -116,6 +118,22 @@ pub enum ClusterQuery {
     },
     /// The group/versions the API server serves.
     Apis,
+    /// Every admission webhook (validating and mutating), with its
+    /// service's ready endpoints.
+    Webhooks,
+    /// Services, each with its ready and not-ready endpoints.
+    Services {
+        /// A namespace; all namespaces when unset.
+        namespace: Option<Template>,
+        /// A label selector.
+        label_selector: Option<Template>,
+    },
+    /// The certificate a TLS server presents: the API server's unless
+    /// `address` names another.
+    ServingCertificate {
+        /// `host:port` or `https://host:port`; the kubeconfig's server when unset.
+        address: Option<Template>,
+    },
     /// Any resource.
     Resource(ResourceQuery),
 }
@@ -154,7 +172,7 @@ pub enum Query {
     },
 }
 
-const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` `query: {command: [./list.sh, arg]}` or `query: node.sysctl` (a node's data: node.kernel, node.iptables, ...)";
+const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis, cluster.webhooks, cluster.services, cluster.servingCertificate), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` `query: {command: [./list.sh, arg]}` or `query: node.sysctl` (a node's data: node.kernel, node.iptables, ...)";
 
 fn string_field(
     map: &serde_yaml::Mapping,
@@ -303,6 +321,23 @@ impl Query {
                     namespace: string_field(map, "namespace", params, "query")?,
                 }
             }
+            "cluster.webhooks" => {
+                check_keys(map, &["cluster"], "query")?;
+                ClusterQuery::Webhooks
+            }
+            "cluster.services" => {
+                check_keys(map, &["cluster", "namespace", "labelSelector"], "query")?;
+                ClusterQuery::Services {
+                    namespace: string_field(map, "namespace", params, "query")?,
+                    label_selector: string_field(map, "labelSelector", params, "query")?,
+                }
+            }
+            "cluster.servingCertificate" => {
+                check_keys(map, &["cluster", "address"], "query")?;
+                ClusterQuery::ServingCertificate {
+                    address: string_field(map, "address", params, "query")?,
+                }
+            }
             _ => {
                 return Err(format!(
                     "unknown query path `{}`; {QUERY_HINT}",
@@ -320,6 +355,11 @@ impl Query {
             Query::Cluster(ClusterQuery::Apis) => "cluster.apis".into(),
             Query::Cluster(ClusterQuery::Nodes { .. }) => "cluster.nodes".into(),
             Query::Cluster(ClusterQuery::Addons { .. }) => "cluster.addons".into(),
+            Query::Cluster(ClusterQuery::Webhooks) => "cluster.webhooks".into(),
+            Query::Cluster(ClusterQuery::Services { .. }) => "cluster.services".into(),
+            Query::Cluster(ClusterQuery::ServingCertificate { .. }) => {
+                "cluster.servingCertificate".into()
+            }
             Query::Cluster(ClusterQuery::Resource(_)) => "query.resource".into(),
             Query::Command { .. } => "query.command".into(),
             Query::Node { path } => format!("node.{path}"),
@@ -417,6 +457,19 @@ impl Query {
                 opt("namespace", render(namespace));
                 "cluster.addons".to_owned()
             }
+            Query::Cluster(ClusterQuery::Webhooks) => "cluster.webhooks".to_owned(),
+            Query::Cluster(ClusterQuery::Services {
+                namespace,
+                label_selector,
+            }) => {
+                opt("namespace", render(namespace));
+                opt("labelSelector", render(label_selector));
+                "cluster.services".to_owned()
+            }
+            Query::Cluster(ClusterQuery::ServingCertificate { address }) => {
+                opt("address", render(address));
+                "cluster.servingCertificate".to_owned()
+            }
             Query::Cluster(ClusterQuery::Resource(r)) => {
                 opt("namespace", render(&r.namespace));
                 opt("labelSelector", render(&r.label_selector));
@@ -458,6 +511,20 @@ impl Query {
     ) -> Result<serde_json::Value, DataError> {
         let name = self.key(ctx);
         match self {
+            Query::Cluster(ClusterQuery::ServingCertificate { address }) => {
+                let address = address
+                    .as_ref()
+                    .map(|t| t.render(&ctx.params))
+                    .filter(|a| !a.is_empty());
+                with_retry(&name, budget, || async {
+                    let address = match &address {
+                        Some(a) => a.clone(),
+                        None => cluster.server().await.map_err(Failure::Permanent)?,
+                    };
+                    certificate::fetch(&name, &address).await
+                })
+                .await
+            }
             Query::Cluster(q) => {
                 with_retry(&name, budget, || async {
                     let client = cluster.client().await.map_err(Failure::Permanent)?;
