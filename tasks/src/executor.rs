@@ -183,7 +183,7 @@ impl Fleet {
                 }
             })
             .await;
-        match found {
+        match found.as_deref() {
             Ok(serde_json::Value::String(p)) => Ok(PathBuf::from(p)),
             _ => Err("this step runs on nodes, but no inventory of node agents is known and no cluster is configured: pass --inventory FILE to kpilot run (or resume), or set spec.inventory".to_owned()),
         }

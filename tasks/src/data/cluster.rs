@@ -17,6 +17,7 @@ use kpilot_engine::TaskContext;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
@@ -53,6 +54,44 @@ impl std::fmt::Debug for Cluster {
 /// How long a request may wait for a TCP/TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Objects asked for per list request, as `kubectl get --chunk-size` does: a
+/// 5,000-node cluster is read in pages, so neither the API server nor kpilot
+/// builds one response of every object at once.
+pub const LIST_PAGE: u32 = 500;
+
+/// Lists everything `api` selects with `lp`, a page of [`LIST_PAGE`] at a time,
+/// handing each object to `each` as it comes so that a page is dropped before
+/// the next is read.
+async fn list_all<K>(
+    api: &Api<K>,
+    lp: &ListParams,
+    mut each: impl FnMut(K),
+) -> Result<(), kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut lp = lp.clone().limit(LIST_PAGE);
+    loop {
+        let page = api.list(&lp).await?;
+        let next = page.metadata.continue_.filter(|t| !t.is_empty());
+        page.items.into_iter().for_each(&mut each);
+        match next {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Every object `api` selects with `lp`, read a page at a time (see [`list_all`]).
+async fn list_every<K>(api: &Api<K>, lp: &ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    list_all(api, lp, |o| items.push(o)).await?;
+    Ok(items)
+}
+
 impl Cluster {
     /// A cluster reached through `config`; nothing is read until a query runs.
     pub fn new(config: ClusterConfig) -> Self {
@@ -86,11 +125,13 @@ impl Cluster {
         let name = "cluster.nodes";
         super::with_retry(name, budget, || async {
             let client = self.client().await.map_err(Failure::Permanent)?;
-            let nodes = Api::<Node>::all(client)
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| failure(name, e))?;
-            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+            let mut nodes = Vec::new();
+            list_all(&Api::<Node>::all(client), &ListParams::default(), |n| {
+                nodes.push(node(&n))
+            })
+            .await
+            .map_err(|e| failure(name, e))?;
+            Ok(Value::Array(nodes))
         })
         .await
     }
@@ -145,9 +186,12 @@ impl Cluster {
 }
 
 /// Sorts a client error into worth retrying or not.
-fn failure(query: &str, error: kube::Error) -> Failure {
+pub(crate) fn failure(query: &str, error: kube::Error) -> Failure {
     match &error {
         kube::Error::Api(r) if r.code == 429 || r.code >= 500 => Failure::Transient(chain(&error)),
+        // A continue token the API server no longer honours (the list took
+        // longer than etcd keeps its revision): the whole list is read again.
+        kube::Error::Api(r) if r.code == 410 => Failure::Transient(chain(&error)),
         kube::Error::Api(r) => Failure::Permanent(DataError::Api {
             query: query.to_owned(),
             message: format!(
@@ -209,32 +253,38 @@ pub(crate) async fn fetch(
             field_selector,
         } => {
             let lp = list_params(render(label_selector), render(field_selector));
-            let nodes = Api::<Node>::all(client.clone())
-                .list(&lp)
-                .await
-                .map_err(fail)?;
-            Ok(Value::Array(nodes.items.iter().map(node).collect()))
+            let mut nodes = Vec::new();
+            list_all(&Api::<Node>::all(client.clone()), &lp, |n| {
+                nodes.push(node(&n))
+            })
+            .await
+            .map_err(fail)?;
+            Ok(Value::Array(nodes))
         }
         ClusterQuery::Addons { namespace } => {
             let ns = render(namespace).unwrap_or_else(|| "kube-system".to_owned());
             let lp = ListParams::default();
-            let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .map_err(fail)?;
-            let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
-                .list(&lp)
-                .await
-                .map_err(fail)?;
             let mut addons = serde_json::Map::new();
-            for ds in &daemonsets.items {
-                let (name, value) = daemonset(ds, &ns);
-                addons.insert(name, value);
-            }
-            for d in &deployments.items {
-                let (name, value) = deployment(d, &ns);
-                addons.entry(name).or_insert(value);
-            }
+            list_all(
+                &Api::<DaemonSet>::namespaced(client.clone(), &ns),
+                &lp,
+                |ds| {
+                    let (name, value) = daemonset(&ds, &ns);
+                    addons.insert(name, value);
+                },
+            )
+            .await
+            .map_err(fail)?;
+            list_all(
+                &Api::<Deployment>::namespaced(client.clone(), &ns),
+                &lp,
+                |d| {
+                    let (name, value) = deployment(&d, &ns);
+                    addons.entry(name).or_insert(value);
+                },
+            )
+            .await
+            .map_err(fail)?;
             Ok(Value::Object(addons))
         }
         ClusterQuery::Webhooks => webhooks(client, name).await,
@@ -265,14 +315,13 @@ async fn endpoint_counts(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let slices = api
-        .list(&ListParams::default().labels(SERVICE_NAME_LABEL))
+    let slices = list_every(&api, &ListParams::default().labels(SERVICE_NAME_LABEL))
         .await
         .map_err(|e| failure(name, e))?;
     // A Service's addresses may be spread over several slices, and during a
     // rollout the same address may be in two: count each address once.
     let mut seen: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for slice in &slices.items {
+    for slice in &slices {
         let Some(service) = slice
             .metadata
             .labels
@@ -320,10 +369,9 @@ async fn services(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let list = api.list(lp).await.map_err(|e| failure(name, e))?;
+    let list = list_every(&api, lp).await.map_err(|e| failure(name, e))?;
     let counts = endpoint_counts(client, namespace, name).await?;
     let items = list
-        .items
         .iter()
         .map(|svc| {
             let ns = svc.metadata.namespace.clone().unwrap_or_default();
@@ -378,16 +426,20 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 /// Mutating WebhookConfiguration, with what its service has behind it.
 async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
     let lp = ListParams::default();
-    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(|e| failure(name, e))?;
-    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(|e| failure(name, e))?;
+    let validating = list_every(
+        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        &lp,
+    )
+    .await
+    .map_err(|e| failure(name, e))?;
+    let mutating = list_every(
+        &Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        &lp,
+    )
+    .await
+    .map_err(|e| failure(name, e))?;
     let mut hooks = Vec::new();
-    for c in &validating.items {
+    for c in &validating {
         for w in c.webhooks.iter().flatten() {
             hooks.push(Hook {
                 configuration: &c.metadata,
@@ -402,7 +454,7 @@ async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
             });
         }
     }
-    for c in &mutating.items {
+    for c in &mutating {
         for w in c.webhooks.iter().flatten() {
             hooks.push(Hook {
                 configuration: &c.metadata,
@@ -426,13 +478,11 @@ async fn webhooks(client: &kube::Client, name: &str) -> Result<Value, Failure> {
     let mut known: BTreeSet<String> = BTreeSet::new();
     let mut counts = BTreeMap::new();
     for ns in namespaces {
-        let services = Api::<Service>::namespaced(client.clone(), ns)
-            .list(&lp)
+        let services = list_every(&Api::<Service>::namespaced(client.clone(), ns), &lp)
             .await
             .map_err(|e| failure(name, e))?;
         known.extend(
             services
-                .items
                 .iter()
                 .filter_map(|s| s.metadata.name.as_ref())
                 .map(|n| format!("{ns}/{n}")),
@@ -532,21 +582,21 @@ async fn resource(
             lp = lp.fields(&f);
         }
     }
-    let list = api.list(&lp).await.map_err(|e| failure(name, e))?;
-    let api_version = ar.api_version.clone();
-    let items = list
-        .items
-        .into_iter()
-        .map(|mut o| {
-            if o.types.is_none() {
-                o.types = Some(kube::core::TypeMeta {
-                    api_version: api_version.clone(),
-                    kind: ar.kind.clone(),
-                });
-            }
-            serde_json::to_value(o).unwrap_or(Value::Null)
-        })
-        .collect();
+    let mut items = Vec::new();
+    list_all(&api, &lp, |mut o: DynamicObject| {
+        if o.types.is_none() {
+            o.types = Some(kube::core::TypeMeta {
+                api_version: ar.api_version.clone(),
+                kind: ar.kind.clone(),
+            });
+        }
+        // Bookkeeping of server-side apply, often the largest part of an
+        // object, that no check reads (kubectl get leaves it out too).
+        o.metadata.managed_fields = None;
+        items.push(serde_json::to_value(o).unwrap_or(Value::Null));
+    })
+    .await
+    .map_err(|e| failure(name, e))?;
     Ok(Value::Array(items))
 }
 

@@ -536,7 +536,7 @@ impl Task for Check {
         );
         let params = json!(*ctx.params);
         let (data, what) = if self.path.is_empty() {
-            (&data, what)
+            (&*data, what)
         } else {
             let path = format!("{what}.{}", self.path.join("."));
             match crate::data::select(&data, &self.path, &what) {
