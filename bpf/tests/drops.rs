@@ -450,7 +450,9 @@ fn report_round_trips_through_json() {
         return;
     }
     let pair = NetnsPair::new();
-    let config = TraceConfig::new(Duration::from_millis(1500)).with_filter(DropFilter {
+    // A trace long enough, and traffic twice, so that a loaded machine that is slow to
+    // attach the program still sees drops to round-trip.
+    let config = TraceConfig::new(Duration::from_millis(4000)).with_filter(DropFilter {
         netns: Some(pair.inode_b()),
         ..Default::default()
     });
@@ -458,7 +460,10 @@ fn report_round_trips_through_json() {
     let a = pair.a.clone();
     let traffic = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        syns(&a, to, 2)
+        let mut sent = syns(&a, to, 2);
+        std::thread::sleep(Duration::from_millis(1500));
+        sent.extend(syns(&a, to, 2));
+        sent
     });
     let mut live = 0;
     let report = kpilot_bpf::trace_drops_with(&config, |_| {
