@@ -7,8 +7,8 @@
 //! with eBPF, judged by CEL).
 //! Processes are started by [`process`], which owns their process groups so
 //! that a timeout or a stop kills everything they started.
-//! [`apis`] finds removed and deprecated Kubernetes APIs in manifests (a
-//! library for now; `kpilot inspect` will use it).
+//! [`apis`] finds removed and deprecated Kubernetes APIs in manifests and in a
+//! cluster; checks read it through `query: {removedApis: ...}` ([`data::apis`]).
 
 pub mod agent;
 pub mod apis;

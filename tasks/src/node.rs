@@ -13,9 +13,10 @@
 //! | `routes` | `ip -j route show table all` |
 //! | `nics` | `{NAME: {state, mtu, mac, addresses: ["10.0.0.7/24"], stats: {rx_dropped, ...}}}` |
 //! | `ntp` | `{synchronized, maxErrorUs, estErrorUs, offsetUs}` from adjtimex(2) |
-//! | `disks` | `{MOUNTPOINT: {device, fstype, sizeBytes, availBytes, usedPercent, inodesUsedPercent}}` |
+//! | `disks` | `{MOUNTPOINT: {mountPoint, device, fstype, sizeBytes, availBytes, usedPercent, availPercent, inodesUsedPercent}}` |
 //! | `conntrack` | `{count, max, usedPercent}` (count 0 and max null without nf_conntrack) |
 //! | `runtime` | `{containerd: {socket, answering}, crio: ..., docker: ..., anyAnswering}` |
+//! | `processes` | `[{pid, name, nodeNetwork}]` from `/proc/*/comm`; `nodeNetwork`: in the agent's network namespace (null when unreadable) |
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +36,7 @@ pub const ROOTS: &[&str] = &[
     "disks",
     "conntrack",
     "runtime",
+    "processes",
 ];
 
 /// What can go wrong answering a node query.
@@ -97,6 +99,7 @@ pub async fn query(path: &str) -> Result<Value, NodeError> {
         "disks" => blocking("disks", disks).await?,
         "conntrack" => conntrack(),
         "runtime" => runtime().await,
+        "processes" => blocking("processes", processes).await?,
         _ => {
             return Err(unknown(format!("known roots: {}", ROOTS.join(", "))));
         }
@@ -419,6 +422,14 @@ fn disks() -> Result<Value, NodeError> {
         } else {
             100.0 * (size - free) as f64 / size as f64
         };
+        // What the kubelet's nodefs.available and a pod see: blocks reserved
+        // for root (or held back by the filesystem) are not available, so
+        // this can be far below 100 - usedPercent.
+        let avail_pct = if size == 0 {
+            0.0
+        } else {
+            100.0 * avail as f64 / size as f64
+        };
         let inodes = st.files();
         let inodes_used_pct = if inodes == 0 {
             0.0
@@ -426,13 +437,15 @@ fn disks() -> Result<Value, NodeError> {
             100.0 * (inodes - st.files_free()) as f64 / inodes as f64
         };
         out.insert(
-            mountpoint,
+            mountpoint.clone(),
             json!({
+                "mountPoint": mountpoint,
                 "device": device,
                 "fstype": fstype,
                 "sizeBytes": size,
                 "availBytes": avail,
                 "usedPercent": (used_pct * 10.0).round() / 10.0,
+                "availPercent": (avail_pct * 10.0).round() / 10.0,
                 "inodesUsedPercent": (inodes_used_pct * 10.0).round() / 10.0,
             }),
         );
@@ -451,6 +464,43 @@ fn conntrack() -> Value {
         _ => json!(0.0),
     };
     json!({"count": count, "max": max, "usedPercent": used})
+}
+
+/// Every process of the node's PID namespace (the DaemonSet runs with
+/// `hostPID: true`) by its kernel name, the 15 characters of `comm` (a script
+/// started through its `#!` line is named after the script: `firewalld`).
+/// `nodeNetwork` tells a daemon of the node from one in a pod: a firewall
+/// only manages the network namespace it runs in.
+fn processes() -> Result<Value, NodeError> {
+    let entries = std::fs::read_dir("/proc").map_err(|e| NodeError::Read {
+        root: "processes",
+        reason: format!("/proc: {e}"),
+    })?;
+    let own = std::fs::read_link("/proc/self/ns/net").ok();
+    let mut out: Vec<(u32, Value)> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that ended since the listing has no comm any more.
+        let Some(name) = read_trim(entry.path().join("comm")) else {
+            continue;
+        };
+        let node_network = match (&own, std::fs::read_link(entry.path().join("ns/net"))) {
+            (Some(own), Ok(theirs)) => json!(*own == theirs),
+            _ => Value::Null,
+        };
+        out.push((
+            pid,
+            json!({"pid": pid, "name": name, "nodeNetwork": node_network}),
+        ));
+    }
+    out.sort_by_key(|(pid, _)| *pid);
+    Ok(Value::Array(out.into_iter().map(|(_, v)| v).collect()))
 }
 
 async fn runtime() -> Value {
@@ -507,7 +557,17 @@ mod tests {
         assert_eq!(all["kernel.ostype"], "Linux");
         assert!(query("ntp").await.expect("ntp")["synchronized"].is_boolean());
         assert!(query("conntrack").await.expect("ct")["count"].is_u64());
-        assert!(query("disks").await.expect("disks").is_object());
+        let disks = query("disks").await.expect("disks");
+        assert!(disks.as_object().is_some_and(|m| m
+            .iter()
+            .all(|(k, v)| v["mountPoint"] == k.as_str() && v["availPercent"].is_f64())));
+        let procs = query("processes").await.expect("processes");
+        let me = procs
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["pid"] == std::process::id()))
+            .expect("this test process is listed");
+        assert_eq!(me["nodeNetwork"], true);
+        assert!(me["name"].as_str().is_some_and(|n| !n.is_empty()));
         assert_eq!(
             query("kernel.machine").await.expect("machine"),
             k["machine"]

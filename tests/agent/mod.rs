@@ -3,6 +3,7 @@
 //! runs: all traffic stays between namespaces the test made (10.213.0.0/24).
 
 mod auth;
+mod catalog;
 mod cel;
 mod checks;
 mod cluster_nodes;
@@ -274,6 +275,15 @@ impl Fleet {
         let mut all = vec!["ip", "netns", "exec", &self.nodes[k].ns];
         all.extend_from_slice(args);
         sh(&all);
+    }
+
+    /// The pid of a node's agent (`ip netns exec` execs it), to enter its
+    /// mount namespace.
+    pub fn agent_pid(&self, k: usize) -> u32 {
+        self.agents[k]
+            .as_ref()
+            .map(Child::id)
+            .expect("the agent runs")
     }
 
     /// kill -9 of a node's agent.

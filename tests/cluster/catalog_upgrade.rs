@@ -82,6 +82,17 @@ fn scenario(id: &str) -> String {
 /// Runs catalog check `id` alone, through `kpilot inspect --to to` and a Report that
 /// selects it and overrides its `params`; what the JSON report says of it.
 fn run_check(dir: &Dir, id: &str, to: &str, params: &[(&str, &str)]) -> Outcome {
+    run_in(dir, id, &scenario(id), Some(to), params)
+}
+
+/// Runs catalog check `id` alone in `scenario`, with `--to` when `to` is given.
+fn run_in(
+    dir: &Dir,
+    id: &str,
+    scenario: &str,
+    to: Option<&str>,
+    params: &[(&str, &str)],
+) -> Outcome {
     let overrides: serde_json::Map<String, Value> = params
         .iter()
         .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -100,22 +111,12 @@ fn run_check(dir: &Dir, id: &str, to: &str, params: &[(&str, &str)]) -> Outcome 
     let file = dir.write(&format!("{id}.report.yaml"), &report.to_string());
     let file = file.display().to_string();
     let config = kubeconfig().display().to_string();
-    let ran = kp(
-        dir,
-        &[
-            "inspect",
-            "--scenario",
-            &scenario(id),
-            "--to",
-            to,
-            "--report",
-            &file,
-            "-o",
-            "json",
-            "--kubeconfig",
-            &config,
-        ],
-    );
+    let mut args = vec!["inspect", "--scenario", scenario];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    args.extend(["--report", &file, "-o", "json", "--kubeconfig", &config]);
+    let ran = kp(dir, &args);
     assert!(
         [0, 1, 3].contains(&ran.code),
         "kpilot inspect: exit {}\n{}\n{}",
@@ -245,18 +246,37 @@ fn pod(ns: &str, name: &str, labels: Value, spec: Value) -> Value {
     })
 }
 
+/// `1.N`, `N` being the API server's minor version plus the argument.
+fn minors() -> impl Fn(i64) -> String {
+    let from = server_version();
+    let minor: u64 = from
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .expect("a minor version");
+    move |delta: i64| format!("1.{}", i64::try_from(minor).expect("minor") + delta)
+}
+
 kptest!(one_minor_hop_fails_a_two_minor_target, |dir| {
-    let out = run_check(&dir, "one-minor-hop", "1.36", &[]);
+    let from = server_version();
+    let at = minors();
+    let out = run_check(&dir, "one-minor-hop", &at(2), &[]);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     assert!(
-        out.message
-            .contains("the target 1.36 is 2 minor versions ahead"),
+        out.message.contains(&format!(
+            "the API server is at {from} and the target {} is 2 minor versions ahead",
+            at(2)
+        )),
         "{out:#?}"
     );
-    let out = run_check(&dir, "one-minor-hop", "1.33", &[]);
+    let out = run_check(&dir, "one-minor-hop", &at(-1), &[]);
     assert_eq!(out.outcome, "failed", "{out:#?}");
     assert!(out.message.contains("older than it"), "{out:#?}");
-    let out = run_check(&dir, "one-minor-hop", "1.35", &[]);
+    let out = run_check(&dir, "one-minor-hop", &at(1), &[]);
+    assert_eq!(out.outcome, "passed", "{out:#?}");
+    // The server's own minor: a patch upgrade.
+    let out = run_check(&dir, "one-minor-hop", &at(0), &[]);
     assert_eq!(out.outcome, "passed", "{out:#?}");
 });
 
@@ -473,7 +493,7 @@ kptest!(cni_healthy_fails_an_old_cni_until_it_is_upgraded, |dir| {
     }
     assert!(
         out.message.contains(&format!(
-            "DaemonSet {ns}/calico-node is at v3.20.6, below 3.26.0 which the target 1.35 needs"
+            "DaemonSet {ns}/calico-node is at v3.20.6, below 3.26.0, which the target 1.35 needs"
         )),
         "{out:#?}"
     );
@@ -546,6 +566,18 @@ kptest!(
         );
         eventually(&dir, "coredns-healthy", "1.35", &strict, "passed");
         eventually(&dir, "coredns-healthy", "1.22", &params, "passed");
+        // A patrol has no target: availability, and minVersion when given.
+        let out = run_in(&dir, "coredns-healthy", "patrol", None, &params);
+        assert_eq!(out.outcome, "passed", "{out:#?}");
+        let newer = [("namespace", ns.as_str()), ("minVersion", "1.13.0")];
+        let out = run_in(&dir, "coredns-healthy", "patrol", None, &newer);
+        assert_eq!(out.outcome, "failed", "{out:#?}");
+        assert!(
+            out.message.contains(&format!(
+                "CoreDNS ({ns}/coredns) is at v1.12.1, below 1.13.0"
+            )),
+            "{out:#?}"
+        );
     }
 );
 
@@ -729,6 +761,19 @@ kptest!(
         // The test cluster's own API server has years left.
         let out = run_check(&dir, "apiserver-certificate", "1.35", &[]);
         assert_eq!(out.outcome, "passed", "{out:#?}");
+
+        // Nothing listening: the check could not look, which is never a pass.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let closed = format!("127.0.0.1:{}", closed.port());
+        let params = [("address", closed.as_str())];
+        let out = run_check(&dir, "apiserver-certificate", "1.35", &params);
+        assert_eq!(out.outcome, "error", "{out:#?}");
+        assert!(
+            out.message.contains(&format!("cannot connect to {closed}")),
+            "{out:#?}"
+        );
     }
 );
 

@@ -166,3 +166,55 @@ kptest!(
         assert!(ran.stdout.is_empty(), "no report: {}", ran.stdout);
     }
 );
+
+kptest!(
+    an_annotation_the_user_names_is_read_for_removed_apis,
+    |dir| {
+        let mut created = Created::default();
+        let ns = unique("insp-ann");
+        created.create(
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
+        let applied = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1beta1", "kind": "Role", "metadata": {"name": "reader", "namespace": ns}});
+        created.create(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "reader", "namespace": ns, "annotations": {"example.com/applied": applied.to_string()}},
+        "rules": [],
+    }));
+        dir.write(
+        "r.yaml",
+        &format!("apiVersion: kpilot/v1\nkind: Report\nmetadata: {{name: t}}\nspec:\n  select: {{ids: [removed-apis]}}\n  overrides: [{{check: removed-apis, params: {{namespace: {ns}}}}}]\n"),
+    );
+        let config = kubeconfig().display().to_string();
+        let base = [
+            "inspect",
+            "--scenario",
+            "upgrade",
+            "--to",
+            "1.22",
+            "--report",
+            "r.yaml",
+            "-o",
+            "json",
+            "--kubeconfig",
+            config.as_str(),
+        ];
+        let ran = dir.kp(&base).expect(0);
+        let r: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(
+            check(&r, "removed-apis")["outcome"],
+            "passed",
+            "an annotation nobody named is not read: {r:#}"
+        );
+        let mut with = base.to_vec();
+        with.extend(["--annotation", "example.com/applied"]);
+        let ran = dir.kp(&with).expect(1);
+        let r: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        let item = &check(&r, "removed-apis")["items"][0];
+        assert_eq!(item["object"]["kind"], "Role", "{r:#}");
+        assert_eq!(item["object"]["name"], "reader");
+        assert_eq!(item["source"], "cluster");
+        assert_eq!(item["replacement"], "rbac.authorization.k8s.io/v1");
+    }
+);

@@ -9,6 +9,7 @@
 //! `kpilot-test=<unique>`, scope their queries to them, and delete them.
 
 mod addons;
+mod apis;
 mod catalog_patrol;
 mod catalog_upgrade;
 mod drivers;

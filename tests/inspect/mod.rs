@@ -4,6 +4,7 @@
 //! shipped catalog's listing and docs.
 
 mod catalog;
+mod cloud;
 
 use crate::util::Dir;
 
@@ -468,5 +469,138 @@ repair:
         assert!(dir.read("data/flag.json").contains("true"));
         let logs = dir.kp(&["logs", &id, "flag-on"]).expect(0);
         assert!(logs.stdout.contains("outcome: passed"), "{}", logs.stdout);
+    }
+);
+
+kptest!(
+    api_versions_files_add_rows_the_removed_api_checks_judge_by,
+    |dir| {
+        dir.write(
+        "manifests/issuer.yaml",
+        "apiVersion: cert-manager.io/v1alpha2\nkind: Issuer\nmetadata: {name: letsencrypt, namespace: web}\nspec: {}\n",
+    );
+        dir.write(
+        "cert-manager.yaml",
+        "deprecated-versions:\n  - {version: cert-manager.io/v1alpha2, kind: Issuer, deprecated-in: v1.4.0, removed-in: v1.6.0, replacement-api: cert-manager.io/v1, component: cert-manager}\n",
+    );
+        let args = [
+            "inspect",
+            "--scenario",
+            "upgrade",
+            "--to",
+            "1.16",
+            "--no-cluster",
+            "--manifests",
+            "manifests",
+            "-o",
+            "json",
+        ];
+        // Without the rows, cert-manager's API is nothing the table knows.
+        let ran = dir.kp(&args).expect(0);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        assert_eq!(
+            check(&report, "removed-apis")["outcome"],
+            "passed",
+            "{report:#}"
+        );
+        let mut with = args.to_vec();
+        with.extend(["--api-versions", "cert-manager.yaml"]);
+        let ran = dir.kp(&with).expect(1);
+        let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+        let removed = check(&report, "removed-apis");
+        assert_eq!(removed["outcome"], "failed", "{report:#}");
+        let item = &removed["items"][0];
+        assert_eq!(
+            item["object"],
+            serde_json::json!({"apiVersion": "cert-manager.io/v1alpha2", "kind": "Issuer", "namespace": "web", "name": "letsencrypt"})
+        );
+        assert_eq!(item["replacement"], "cert-manager.io/v1");
+        assert!(
+            item["source"]
+                .as_str()
+                .is_some_and(|s| s.ends_with("manifests/issuer.yaml")),
+            "{item:#}"
+        );
+        // A table that is not one is refused, naming the file and the format.
+        dir.write("bad.yaml", "rows: 1\n");
+        let mut bad = args.to_vec();
+        bad.extend(["--api-versions", "bad.yaml"]);
+        let ran = dir.kp(&bad).expect(2);
+        assert!(
+            ran.stderr
+                .contains("--api-versions bad.yaml: it has no `deprecated-versions` list"),
+            "{}",
+            ran.stderr
+        );
+    }
+);
+
+kptest!(
+    etcd_backup_recent_warns_of_an_old_snapshot_until_a_new_one_is_taken,
+    |dir| {
+        std::fs::create_dir_all(dir.join("backups")).expect("mkdir");
+        let report = |backup_dir: &str| {
+            format!("apiVersion: kpilot/v1\nkind: Report\nmetadata: {{name: t}}\nspec:\n  select: {{ids: [etcd-backup-recent]}}\n  overrides: [{{check: etcd-backup-recent, params: {{backupDir: \"{backup_dir}\"}}}}]\n")
+        };
+        let inspect = |code: i32| {
+            let ran = dir
+                .kp(&[
+                    "inspect",
+                    "--scenario",
+                    "patrol",
+                    "--no-cluster",
+                    "--report",
+                    "r.yaml",
+                    "-o",
+                    "json",
+                ])
+                .expect(code);
+            let report: serde_json::Value = serde_json::from_str(&ran.stdout).expect("JSON");
+            check(&report, "etcd-backup-recent").clone()
+        };
+        // Not configured: a warning that says what to set, never a pass.
+        dir.write("r.yaml", &report(""));
+        let c = inspect(0);
+        assert_eq!(c["outcome"], "warning", "{c:#}");
+        assert!(
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("set the param backupDir")),
+            "{c:#}"
+        );
+        // A snapshot 30 hours old.
+        let backups = dir.join("backups").display().to_string();
+        dir.write("r.yaml", &report(&backups));
+        let old = dir.write("backups/etcd-old.db", "snapshot");
+        let touched = std::process::Command::new("touch")
+            .args(["-d", "30 hours ago"])
+            .arg(&old)
+            .status()
+            .expect("touch");
+        assert!(touched.success());
+        let c = inspect(0);
+        assert_eq!(c["outcome"], "warning", "{c:#}");
+        let message = c["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("etcd-old.db") && message.contains("30 hours old"),
+            "{c:#}"
+        );
+        assert_eq!(c["category"], "components/etcd");
+        // A fresh one is taken: it passes.
+        dir.write("backups/etcd-new.db", "snapshot");
+        assert_eq!(inspect(0)["outcome"], "passed");
+        // A directory that is not there: it cannot tell.
+        dir.write(
+            "r.yaml",
+            &report(&dir.join("nowhere").display().to_string()),
+        );
+        let c = inspect(3);
+        assert_eq!(c["outcome"], "error", "{c:#}");
+        assert!(
+            c["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not a directory")),
+            "{c:#}"
+        );
     }
 );

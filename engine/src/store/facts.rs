@@ -17,8 +17,11 @@ use crate::id::RunId;
 pub struct Facts {
     run: RunId,
     tree: Option<sled::Tree>,
-    cells: Arc<Mutex<HashMap<String, Arc<OnceCell<Arc<serde_json::Value>>>>>>,
+    cells: Arc<Mutex<HashMap<String, Cell>>>,
 }
+
+/// One key's answer, fetched by the first task that asks and shared.
+type Cell = Arc<OnceCell<Arc<serde_json::Value>>>;
 
 impl std::fmt::Debug for Facts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,8 +4,10 @@
 //!
 //! Start with [`ApiVersionTable::builtin`], add a user's rows with
 //! [`ApiVersionTable::merge`], read objects with [`scan_path`], then judge them with
-//! [`classify`] for a target from [`parse_target`]. Nothing here reaches a cluster.
+//! [`classify`] for a target from [`parse_target`]. [`cluster::scan_cluster`] reads the same
+//! objects from a cluster: last-applied annotations and Helm release Secrets.
 
+pub mod cluster;
 mod source;
 mod table;
 #[cfg(test)]
@@ -17,7 +19,10 @@ use std::path::PathBuf;
 use semver::Version;
 use serde::Serialize;
 
-pub use source::{scan_path, scan_path_with, ManifestObject, Scan, ScanOptions, LAST_APPLIED};
+pub use source::{
+    applied_type, scan_helm_secret, scan_path, scan_path_with, ManifestObject, Scan, ScanOptions,
+    LAST_APPLIED,
+};
 pub use table::{ApiVersionRow, ApiVersionTable};
 
 /// Everything that can go wrong reading a version table or a manifest.
@@ -62,6 +67,17 @@ pub enum ApiError {
         file: PathBuf,
         /// The document within the file, counted from 1.
         document: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An object read from a cluster could not be judged.
+    #[error("{object} ({origin}): {problem}")]
+    Object {
+        /// The object as the API server serves it (for a Helm release, its Secret); boxed, as
+        /// every other error is small.
+        object: Box<ObjectRef>,
+        /// Where its manifest was to come from: `cluster`, or `helm:NAMESPACE/RELEASE`.
+        origin: String,
         /// What is wrong.
         problem: String,
     },

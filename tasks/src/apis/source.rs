@@ -205,8 +205,10 @@ impl Found<'_> {
             return self.helm_release(&value, document);
         }
         let (api_version, kind) = match self.applied(&value) {
-            Ok(Some((v, k))) => (v, k),
-            Ok(None) => (api_version.to_string(), kind.to_string()),
+            // A controller copies its object's annotations to the objects it makes (a
+            // Deployment's to its ReplicaSets): one naming another kind is not about this one.
+            Ok(Some((v, k))) if k == kind => (v, k),
+            Ok(_) => (api_version.to_string(), kind.to_string()),
             Err(problem) => return self.error(document, problem),
         };
         let namespace = str_at(&value, &["metadata", "namespace"])
@@ -231,23 +233,10 @@ impl Found<'_> {
     /// The apiVersion and kind of the manifest the object was applied from, when an annotation
     /// keeps it: that, not the served version, is what the owner will apply again.
     fn applied(&self, value: &Value) -> Result<Option<(String, String)>, String> {
-        let keys = std::iter::once(LAST_APPLIED)
-            .chain(self.options.extra_annotations.iter().map(String::as_str));
-        for key in keys {
-            let Some(text) = str_at(value, &["metadata", "annotations", key]) else {
-                continue;
-            };
-            let applied: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| format!("annotation {key} is not JSON: {e}"))?;
-            let field = |f: &str| applied.get(f).and_then(|v| v.as_str()).map(str::to_string);
-            return match (field("apiVersion"), field("kind")) {
-                (Some(v), Some(k)) => Ok(Some((v, k))),
-                _ => Err(format!(
-                    "annotation {key} has no string apiVersion and kind"
-                )),
-            };
-        }
-        Ok(None)
+        applied_type(
+            |key| str_at(value, &["metadata", "annotations", key]),
+            self.options,
+        )
     }
 
     /// A Helm 3 release Secret: `data.release` is base64 (the Secret's encoding) of base64
@@ -271,6 +260,52 @@ impl Found<'_> {
             ),
         }
     }
+}
+
+/// The apiVersion and kind written in the first of [`LAST_APPLIED`] and
+/// `options.extra_annotations` that `annotation` (a key → value lookup) finds; `None` when the
+/// object carries none of them. An annotation that is not JSON with a string apiVersion and kind
+/// is an error naming it.
+pub fn applied_type<'a>(
+    annotation: impl Fn(&str) -> Option<&'a str>,
+    options: &ScanOptions,
+) -> Result<Option<(String, String)>, String> {
+    let keys =
+        std::iter::once(LAST_APPLIED).chain(options.extra_annotations.iter().map(String::as_str));
+    for key in keys {
+        let Some(text) = annotation(key) else {
+            continue;
+        };
+        let applied: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("annotation {key} is not JSON: {e}"))?;
+        let field = |f: &str| applied.get(f).and_then(|v| v.as_str()).map(str::to_string);
+        return match (field("apiVersion"), field("kind")) {
+            (Some(v), Some(k)) => Ok(Some((v, k))),
+            _ => Err(format!(
+                "annotation {key} has no string apiVersion and kind"
+            )),
+        };
+    }
+    Ok(None)
+}
+
+/// The objects of a Helm 3 release Secret as the API server returns it (`data.release` in the
+/// Secret's base64), named `helm:NAMESPACE/RELEASE`. `label` stands for the file in errors and in
+/// [`ManifestObject::file`] (e.g. `Secret NAMESPACE/NAME`).
+pub fn scan_helm_secret(secret: &serde_json::Value, label: &str) -> Scan {
+    let mut scan = Scan::default();
+    let file = PathBuf::from(label);
+    let options = ScanOptions::default();
+    let mut found = Found {
+        file: &file,
+        options: &options,
+        scan: &mut scan,
+    };
+    match serde_yaml::to_value(secret) {
+        Ok(value) => found.helm_release(&value, 1),
+        Err(e) => found.error(1, format!("not an object: {e}")),
+    }
+    scan
 }
 
 #[derive(Deserialize)]

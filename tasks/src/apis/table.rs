@@ -85,10 +85,32 @@ impl ApiVersionTable {
             file: file.to_string(),
             source,
         })?;
+        Self::from_rows(raw.deprecated_versions, file)
+    }
+
+    /// Like [`ApiVersionTable::parse`], but `text` (YAML or JSON) may also be the bare list of
+    /// rows, as `kpilot inspect` passes a user's rows on.
+    pub fn parse_rows(text: &str, file: &str) -> Result<Self, ApiError> {
+        let syntax = |source| ApiError::TableSyntax {
+            file: file.to_string(),
+            source,
+        };
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(syntax)?;
+        match value {
+            serde_yaml::Value::Null => Ok(ApiVersionTable::default()),
+            // Parsed again from the text, so that an error keeps its line.
+            serde_yaml::Value::Sequence(_) => {
+                Self::from_rows(serde_yaml::from_str(text).map_err(syntax)?, file)
+            }
+            _ => Self::parse(text, file),
+        }
+    }
+
+    fn from_rows(rows: Vec<RawRow>, file: &str) -> Result<Self, ApiError> {
         let mut table = ApiVersionTable::default();
         // The file's row number of each kept row, for the error about a conflicting repeat.
         let mut numbers = Vec::new();
-        for (i, r) in raw.deprecated_versions.into_iter().enumerate() {
+        for (i, r) in rows.into_iter().enumerate() {
             let bad = |problem: String| ApiError::TableRow {
                 file: file.to_string(),
                 row: i + 1,

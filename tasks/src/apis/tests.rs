@@ -1083,3 +1083,27 @@ fn a_finding_serialises_with_the_report_field_names() {
         })
     );
 }
+
+#[test]
+fn an_annotation_naming_another_kind_is_not_about_the_object() {
+    // The Deployment controller copies a Deployment's annotations (kapp's among them) to its
+    // ReplicaSets; the ReplicaSet's own apiVersion is what counts for it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rs.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-6556dcfb57\n  namespace: shop\n  annotations:\n    kapp.k14s.io/original: '{\"apiVersion\": \"apps/v1beta2\", \"kind\": \"Deployment\"}'\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    kapp.k14s.io/original: '{\"apiVersion\": \"apps/v1beta2\", \"kind\": \"Deployment\"}'\n",
+    )
+    .unwrap();
+    let options = ScanOptions {
+        extra_annotations: vec!["kapp.k14s.io/original".to_string()],
+    };
+    let scan = scan_path_with(&file, &options);
+    assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+    assert_eq!(scan.objects[0].object.api_version, "apps/v1");
+    assert_eq!(scan.objects[0].object.kind, "ReplicaSet");
+    let f = classify(&table(), &parse_target("1.16").unwrap(), &scan.objects);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].object.name, "web");
+    assert_eq!(f[0].object.api_version, "apps/v1beta2");
+}

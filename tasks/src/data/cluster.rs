@@ -186,7 +186,7 @@ impl Cluster {
 }
 
 /// Sorts a client error into worth retrying or not.
-fn failure(query: &str, error: kube::Error) -> Failure {
+pub(crate) fn failure(query: &str, error: kube::Error) -> Failure {
     match &error {
         kube::Error::Api(r) if r.code == 429 || r.code >= 500 => Failure::Transient(chain(&error)),
         // A continue token the API server no longer honours (the list took

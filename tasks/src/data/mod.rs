@@ -5,6 +5,8 @@
 //!   `cluster.servingCertificate`, and any resource).
 //! - [`command`]: a user command that prints JSON (cloud security groups,
 //!   load balancers, ...).
+//! - [`apis`]: objects in API versions an upgrade removes or deprecates
+//!   (`query: {removedApis: {target: "1.16", ...}}`).
 //! - `node.*` ([`crate::node`]): the node the check runs on (kernel, sysctl,
 //!   iptables/nft, routes, NICs, NTP, disks, conntrack, runtime); run by a
 //!   per-node executor, each node's agent answers for its node.
@@ -23,6 +25,7 @@
 //! run's facts, so that every check of a run that asks the same question
 //! shares one answer, and the answer stays with the run.
 
+pub mod apis;
 pub mod certificate;
 pub mod cluster;
 pub mod command;
@@ -77,6 +80,14 @@ pub enum DataError {
         /// The query.
         query: String,
         /// Why, from [`crate::node::NodeError`].
+        message: String,
+    },
+    /// A query's own input (its target, paths or rows, as its params fill them in) is unusable.
+    #[error("{query}: {message}")]
+    Input {
+        /// The query.
+        query: String,
+        /// What is wrong and what to change.
         message: String,
     },
     /// A command driver printed something that is not JSON.
@@ -170,9 +181,11 @@ pub enum Query {
         /// The path after `node.` (`sysctl`, `kernel.release`).
         path: String,
     },
+    /// Objects whose API an upgrade removes or deprecates ([`apis`]).
+    RemovedApis(apis::RemovedApisQuery),
 }
 
-const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis, cluster.webhooks, cluster.services, cluster.servingCertificate), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` `query: {command: [./list.sh, arg]}` or `query: node.sysctl` (a node's data: node.kernel, node.iptables, ...)";
+const QUERY_HINT: &str = "write `query: cluster.version` (or cluster.nodes, cluster.addons, cluster.apis, cluster.webhooks, cluster.services, cluster.servingCertificate), `query: {cluster: nodes, labelSelector: \"a=b\"}`, `query: {resource: {group: apps, version: v1, kind: Deployment, namespace: kube-system}}` `query: {command: [./list.sh, arg]}`, `query: {removedApis: {target: \"{{params.to}}\", cluster: \"true\"}}` or `query: node.sysctl` (a node's data: node.kernel, node.iptables, ...)";
 
 fn string_field(
     map: &serde_yaml::Mapping,
@@ -237,6 +250,10 @@ impl Query {
                 } else if let Some(resource) = map.get("resource") {
                     check_keys(map, &["resource"], "query")?;
                     Ok((Self::resource(resource, params)?, Vec::new()))
+                } else if let Some(removed) = map.get("removedApis") {
+                    check_keys(map, &["removedApis"], "query")?;
+                    let q = apis::RemovedApisQuery::parse(removed, params)?;
+                    Ok((Query::RemovedApis(q), Vec::new()))
                 } else if let Some(command) = map.get("command") {
                     check_keys(map, &["command"], "query")?;
                     let Some(items) = command.as_sequence().filter(|s| !s.is_empty()) else {
@@ -363,6 +380,7 @@ impl Query {
             Query::Cluster(ClusterQuery::Resource(_)) => "query.resource".into(),
             Query::Command { .. } => "query.command".into(),
             Query::Node { path } => format!("node.{path}"),
+            Query::RemovedApis(_) => "query.removedApis".into(),
         }
     }
 
@@ -429,7 +447,10 @@ impl Query {
 
     /// Whether the query reads the Kubernetes API.
     pub fn needs_cluster(&self) -> bool {
-        matches!(self, Query::Cluster(_))
+        match self {
+            Query::RemovedApis(q) => q.needs_cluster(),
+            _ => matches!(self, Query::Cluster(_)),
+        }
     }
 
     /// The query with its params filled in, as a name: what its data is
@@ -490,6 +511,7 @@ impl Query {
                     format!("node.{path} on {}", ctx.instance)
                 }
             }
+            Query::RemovedApis(q) => q.key(ctx),
             Query::Command { argv } => {
                 let argv: Vec<String> = argv.iter().map(|a| a.render(&ctx.params)).collect();
                 format!(
@@ -536,6 +558,7 @@ impl Query {
                 let argv: Vec<String> = argv.iter().map(|a| a.render(&ctx.params)).collect();
                 command::fetch(&name, &argv, ctx, budget).await
             }
+            Query::RemovedApis(q) => q.fetch(cluster, ctx, &name, budget).await,
             Query::Node { path } => crate::node::query(path).await.map_err(|e| DataError::Node {
                 query: name,
                 message: e.to_string(),
@@ -601,14 +624,14 @@ fn backoff() -> backoff::ExponentialBackoff {
 }
 
 /// Runs `op` until it succeeds, fails for good, or `budget` is spent.
-pub(crate) async fn with_retry<F, Fut>(
+pub(crate) async fn with_retry<T, F, Fut>(
     query: &str,
     budget: Duration,
     mut op: F,
-) -> Result<serde_json::Value, DataError>
+) -> Result<T, DataError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<serde_json::Value, Failure>>,
+    Fut: Future<Output = Result<T, Failure>>,
 {
     let start = Instant::now();
     let deadline = start + budget;
@@ -695,6 +718,26 @@ mod tests {
             Ok(Query::Node { path }) if path == "kernel.release"
         ));
         assert!(parse("node.bogus").is_err());
+        assert!(matches!(
+            parse("cluster.webhooks"),
+            Ok(Query::Cluster(ClusterQuery::Webhooks))
+        ));
+        assert!(matches!(
+            parse("{cluster: services, namespace: '{{params.ns}}', labelSelector: a=b}"),
+            Ok(Query::Cluster(ClusterQuery::Services { .. }))
+        ));
+        assert!(matches!(
+            parse("{cluster: servingCertificate, address: 'localhost:6443'}"),
+            Ok(Query::Cluster(ClusterQuery::ServingCertificate {
+                address: Some(_)
+            }))
+        ));
+        assert!(matches!(
+            parse("cluster.servingCertificate"),
+            Ok(Query::Cluster(ClusterQuery::ServingCertificate {
+                address: None
+            }))
+        ));
         let path = |yaml: &str| {
             let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("yaml");
             Query::parse_path(&value, &[]).map(|(_, path)| path)
@@ -722,6 +765,9 @@ mod tests {
             "{nothing: 1}",
             "[cluster.nodes]",
             "{resource: {version: v1, kind: Pod, namespace: '{{params.nope}}'}}",
+            "{cluster: webhooks, namespace: x}",
+            "{cluster: services, fieldSelector: x}",
+            "{cluster: servingCertificate, host: x}",
         ] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
@@ -751,11 +797,12 @@ mod tests {
     async fn retry_is_bounded_and_counts_attempts() {
         let started = Instant::now();
         let mut calls = 0;
-        let result = with_retry("cluster.version", Duration::from_millis(1500), || {
-            calls += 1;
-            async { Err(Failure::Transient("connection refused".into())) }
-        })
-        .await;
+        let result: Result<serde_json::Value, _> =
+            with_retry("cluster.version", Duration::from_millis(1500), || {
+                calls += 1;
+                async { Err(Failure::Transient("connection refused".into())) }
+            })
+            .await;
         let elapsed = started.elapsed();
         let Err(DataError::Unreachable { attempts, last, .. }) = result else {
             panic!("{result:?}");
@@ -769,15 +816,16 @@ mod tests {
     #[tokio::test]
     async fn a_permanent_failure_is_not_retried() {
         let mut calls = 0;
-        let result = with_retry("cluster.version", Duration::from_secs(5), || {
-            calls += 1;
-            async {
-                Err(Failure::Permanent(DataError::Config(
-                    "no kubeconfig".into(),
-                )))
-            }
-        })
-        .await;
+        let result: Result<serde_json::Value, _> =
+            with_retry("cluster.version", Duration::from_secs(5), || {
+                calls += 1;
+                async {
+                    Err(Failure::Permanent(DataError::Config(
+                        "no kubeconfig".into(),
+                    )))
+                }
+            })
+            .await;
         assert!(matches!(result, Err(DataError::Config(_))));
         assert_eq!(calls, 1);
     }

@@ -332,6 +332,14 @@ fn item_name(item: &Value, index: usize) -> String {
     if let Some(name) = item.get("name").and_then(Value::as_str) {
         return name.to_owned();
     }
+    // A finding about an object (removed APIs): `Kind ns/name`.
+    let object = &item["object"];
+    if let (Some(kind), Some(name)) = (object["kind"].as_str(), object["name"].as_str()) {
+        return match object["namespace"].as_str().filter(|ns| !ns.is_empty()) {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        };
+    }
     let meta = &item["metadata"];
     match (meta["namespace"].as_str(), meta["name"].as_str()) {
         (Some(ns), Some(name)) => format!("{ns}/{name}"),
