@@ -48,7 +48,8 @@ def command(query, params):
         r = query["resource"]
         group = "" if r.get("group") in (None, "", "core") else r["group"]
         kind = r["kind"].lower()
-        name = f"{kind}.{r['version']}.{group}" if group else f"{kind}.{r['version']}"
+        # kubectl reads `kind.version.group`; a core kind goes by its name alone.
+        name = f"{kind}.{r['version']}.{group}" if group else kind
         ns = render(r.get("namespace") or "", params)
         scope = f"-n {ns}" if ns else "-A"
         return f"get {name} {scope}{selectors(r, params)} {CHUNK}"

@@ -384,6 +384,13 @@ impl MessageTemplate {
         Ok(MessageTemplate { pieces })
     }
 
+    /// Whether a hole reads the variable `name`.
+    pub fn uses_variable(&self, name: &str) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Expr(e) if e.uses_variable(name)))
+    }
+
     /// The message, each hole replaced by its value; a hole that fails to
     /// evaluate shows `<error: ...>`.
     pub fn render(&self, scope: &Scope) -> String {

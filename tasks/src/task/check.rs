@@ -352,7 +352,17 @@ impl Check {
     fn evaluate(&self, data: &Value, params: &Value, what: &str) -> Result<Verdict, String> {
         let mut scope = Scope::new();
         scope.set("params", params);
-        scope.set("data", data);
+        // Binding is a copy into CEL's values: 5,000 nodes cost a hundred
+        // megabytes more, so `data` is bound only for a check that reads it
+        // (a `forEach` check usually reads only `item`).
+        if self.expect.uses_variable("data")
+            || self
+                .message
+                .as_ref()
+                .is_some_and(|m| m.uses_variable("data"))
+        {
+            scope.set("data", data);
+        }
         let mut verdict = Verdict {
             total: 0,
             misses: Vec::new(),
