@@ -4,15 +4,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex as AsyncMutex;
 
 use crate::id::RunId;
 
 /// A run's facts: each key fetched at most once, then served from memory or
-/// the store. Every task that asks for a key shares one parsed copy: a list
-/// of 5,000 nodes is tens of megabytes once parsed, too much to copy per check.
+/// the store. Every task that asks for a key while another holds it shares
+/// that one parsed copy: a list of 5,000 nodes is tens of megabytes once
+/// parsed, too much to copy per check, or to keep once no check reads it.
 #[derive(Clone)]
 pub struct Facts {
     run: RunId,
@@ -20,8 +21,25 @@ pub struct Facts {
     cells: Arc<Mutex<HashMap<String, Cell>>>,
 }
 
-/// One key's answer, fetched by the first task that asks and shared.
-type Cell = Arc<OnceCell<Arc<serde_json::Value>>>;
+/// One key's answer. The lock makes the first task that asks fetch it and the
+/// others wait for that answer rather than fetch again.
+type Cell = Arc<AsyncMutex<Slot>>;
+
+/// Where a key's parsed answer is held.
+#[derive(Default)]
+enum Slot {
+    /// Not asked yet in this process.
+    #[default]
+    Empty,
+    /// Stored in the run: in memory only while a task holds it, so that a run
+    /// of many large lists (5,000 nodes, 20,000 objects) keeps in memory only
+    /// those its running checks read; a later check parses it again from the
+    /// store.
+    Shared(Weak<serde_json::Value>),
+    /// Not stored (facts in memory only): kept for good, since it could not be
+    /// read again.
+    Kept(Arc<serde_json::Value>),
+}
 
 impl std::fmt::Debug for Facts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,28 +93,38 @@ impl Facts {
                 .map_err(|_| "facts cache poisoned".to_owned())?;
             Arc::clone(cells.entry(name.to_owned()).or_default())
         };
-        let value = cell
-            .get_or_try_init(|| async {
-                if let Some(tree) = &self.tree {
-                    if let Ok(Some(bytes)) = tree.get(key(&self.run, name)) {
-                        if let Ok(value) = serde_json::from_slice(&bytes) {
-                            return Ok(Arc::new(value));
-                        }
-                    }
+        let mut slot = cell.lock().await;
+        match &*slot {
+            Slot::Kept(value) => return Ok(Arc::clone(value)),
+            Slot::Shared(weak) => {
+                if let Some(value) = weak.upgrade() {
+                    return Ok(value);
                 }
-                let value = fetch().await?;
-                if let Some(tree) = &self.tree {
-                    let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-                    tree.insert(key(&self.run, name), bytes)
-                        .map_err(|e| format!("storing fact `{name}`: {e}"))?;
-                    tree.flush_async()
-                        .await
-                        .map_err(|e| format!("storing fact `{name}`: {e}"))?;
-                }
-                Ok::<_, String>(Arc::new(value))
-            })
-            .await?;
-        Ok(Arc::clone(value))
+            }
+            Slot::Empty => {}
+        }
+        let Some(tree) = &self.tree else {
+            let value = Arc::new(fetch().await?);
+            *slot = Slot::Kept(Arc::clone(&value));
+            return Ok(value);
+        };
+        if let Ok(Some(bytes)) = tree.get(key(&self.run, name)) {
+            if let Ok(value) = serde_json::from_slice(&bytes) {
+                let value = Arc::new(value);
+                *slot = Slot::Shared(Arc::downgrade(&value));
+                return Ok(value);
+            }
+        }
+        let value = fetch().await?;
+        let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        tree.insert(key(&self.run, name), bytes)
+            .map_err(|e| format!("storing fact `{name}`: {e}"))?;
+        tree.flush_async()
+            .await
+            .map_err(|e| format!("storing fact `{name}`: {e}"))?;
+        let value = Arc::new(value);
+        *slot = Slot::Shared(Arc::downgrade(&value));
+        Ok(value)
     }
 
     /// Every stored fact of the run, by name.

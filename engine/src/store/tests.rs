@@ -91,3 +91,48 @@ fn a_creation_cut_short_is_no_run_and_can_be_created_again() {
     ));
     assert_eq!(state.list().expect("list"), vec![id]);
 }
+
+#[tokio::test]
+async fn a_fact_is_fetched_once_shared_while_held_and_read_again_from_the_store() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r-facts").expect("id");
+    let store = RunStore::create(&state, &record(&id)).expect("create");
+    let facts = store.facts();
+    let fetched = AtomicU32::new(0);
+    let fetch = || async {
+        fetched.fetch_add(1, Ordering::SeqCst);
+        Ok(serde_json::json!({"nodes": [1, 2, 3]}))
+    };
+    let first = facts
+        .get_or_fetch("cluster.nodes", fetch)
+        .await
+        .expect("first");
+    let second = facts
+        .get_or_fetch("cluster.nodes", fetch)
+        .await
+        .expect("second");
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &second),
+        "one parsed copy while a check holds it"
+    );
+    let weak = std::sync::Arc::downgrade(&first);
+    drop((first, second));
+    assert!(
+        weak.upgrade().is_none(),
+        "nobody holds it: memory lets it go"
+    );
+    // The store answers the next check.
+    let third = facts
+        .get_or_fetch("cluster.nodes", fetch)
+        .await
+        .expect("third");
+    assert_eq!(third["nodes"][2], 3);
+    assert_eq!(fetched.load(Ordering::SeqCst), 1, "fetched once per run");
+    // In memory only (an agent): kept, since it could not be read again.
+    let memory = Facts::in_memory(id.clone());
+    drop(memory.get_or_fetch("k", fetch).await.expect("kept"));
+    memory.get_or_fetch("k", fetch).await.expect("again");
+    assert_eq!(fetched.load(Ordering::SeqCst), 2);
+}
