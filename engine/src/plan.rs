@@ -32,6 +32,9 @@ pub struct Plan {
     pub executors: Vec<crate::workflow::ExecutorSpec>,
     /// `spec.inventory`.
     pub inventory: Option<String>,
+    /// `spec.onFailure.restore`: when the run fails or blocks, undo what its
+    /// ledger holds (the nodes it cordoned).
+    pub restore_on_failure: bool,
     /// What validation found suspicious but not wrong (`{{params.x}}` in a
     /// script); `validate` and `run` print them and go on.
     pub warnings: Vec<Problem>,
@@ -146,6 +149,9 @@ pub enum Body {
         task: Arc<dyn Task>,
         /// The body as written, for executors that run it elsewhere.
         spec: serde_yaml::Value,
+        /// Its attempts run in the kpilot process even on a per-node
+        /// executor ([`crate::TaskKind::runs_in_kpilot`]).
+        local: bool,
     },
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::id::{InstanceId, RunId, StepId};
-use crate::store::Facts;
+use crate::store::{Facts, Ledger};
 
 /// What a task needs to know about the attempt it runs.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct TaskContext {
     pub workdir: PathBuf,
     /// Data fetched once per run and kept with it (see [`Facts`]).
     pub facts: Facts,
+    /// What the run changed outside kpilot and may have to undo (see [`Ledger`]).
+    pub ledger: Ledger,
 }
 
 /// What one attempt of a task produced.
@@ -102,6 +104,12 @@ pub trait TaskKind: Send + Sync {
         body: &serde_yaml::Value,
         ctx: &ParseContext<'_>,
     ) -> Result<Arc<dyn Task>, String>;
+    /// Whether its attempts run in the kpilot process even on a per-node
+    /// executor, for the node of the instance (a Kubernetes action on a node
+    /// is made through the API server, not by the node's agent).
+    fn runs_in_kpilot(&self) -> bool {
+        false
+    }
     /// What is suspicious in a body that parses, each said as a warning
     /// (the step and field are added by validation).
     fn warnings(&self, _body: &serde_yaml::Value, _ctx: &ParseContext<'_>) -> Vec<String> {

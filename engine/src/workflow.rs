@@ -92,7 +92,16 @@ pub const TOP_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 /// The keys of `metadata`.
 pub const METADATA_FIELDS: &[&str] = &["name", "description", "annotations"];
 /// The keys of `spec`.
-pub const SPEC_FIELDS: &[&str] = &["params", "concurrency", "steps", "executors", "inventory"];
+pub const SPEC_FIELDS: &[&str] = &[
+    "params",
+    "concurrency",
+    "steps",
+    "executors",
+    "inventory",
+    "onFailure",
+];
+/// The keys of `spec.onFailure`.
+pub const ON_FAILURE_FIELDS: &[&str] = &["restore"];
 /// The keys of one entry of `spec.params`.
 pub const PARAM_FIELDS: &[&str] = &["name", "default", "description"];
 /// The keys of one entry of `spec.executors`.

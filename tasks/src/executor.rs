@@ -351,6 +351,16 @@ impl Executor for PerNode {
     }
 
     fn run(&self, step: &PlannedStep, ctx: TaskContext) -> AttemptFuture {
+        if let Body::Task {
+            task, local: true, ..
+        } = &step.body
+        {
+            // A Kubernetes action on the instance's node: made here, through
+            // the API server, whatever the node's agent could do.
+            let task = Arc::clone(task);
+            let span = tracing::info_span!("local", node.name = %ctx.instance);
+            return Box::pin(async move { task.run(&ctx).await }.instrument(span));
+        }
         let request = match request(step, &ctx) {
             Ok(r) => r,
             Err(e) => return Box::pin(async move { TaskOutput::failed(e) }),

@@ -174,6 +174,7 @@ struct Scheduler<'o> {
     executors: Executors,
     last_snapshot: Instant,
     facts: crate::store::Facts,
+    ledger: crate::store::Ledger,
     /// The instances of steps that fan out over nodes, by step.
     fans: Vec<Option<fan_out::Fan>>,
     /// Steps whose nodes are being rolled over now.
@@ -199,6 +200,7 @@ impl<'o> Scheduler<'o> {
     ) -> Result<Self, SchedulerError> {
         let run = store.run()?;
         let facts = store.facts();
+        let ledger = store.ledger();
         let n = plan.steps.len();
         let mut records = vec![StepRecord::pending(); n];
         let mut fans: Vec<Option<fan_out::Fan>> = (0..n).map(|_| None).collect();
@@ -246,6 +248,7 @@ impl<'o> Scheduler<'o> {
                 .checked_sub(SNAPSHOT_EVERY)
                 .unwrap_or_else(Instant::now),
             facts,
+            ledger,
             fans,
             active_fans: Vec::new(),
             internal: Vec::new(),
@@ -332,6 +335,21 @@ impl<'o> Scheduler<'o> {
     }
 
     fn handle_join(&mut self, done: Result<Done, tokio::task::JoinError>) {
+        if let Ok(
+            Done::Attempt { step, .. } | Done::Repair { step, .. } | Done::NodeAttempt { step, .. },
+        ) = &done
+        {
+            let target = match &done {
+                Ok(Done::Repair { repair, .. }) => *repair,
+                _ => *step,
+            };
+            if matches!(
+                self.plan.steps[target].phase,
+                Phase::Upgrade | Phase::Repair
+            ) {
+                self.facts.next_generation();
+            }
+        }
         match done {
             Ok(Done::Attempt {
                 step,
@@ -598,6 +616,7 @@ impl<'o> Scheduler<'o> {
             params: Arc::clone(&self.params),
             workdir: self.run.workdir.clone(),
             facts: self.facts.clone(),
+            ledger: self.ledger.clone(),
         };
         let timeout = step.timeout;
         let run = match self.executors.get(&step.executor) {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Mutex as AsyncMutex;
@@ -19,7 +20,12 @@ pub struct Facts {
     run: RunId,
     tree: Option<sled::Tree>,
     cells: Arc<Mutex<HashMap<String, Cell>>>,
+    /// How many times the run changed what it checks (see [`Facts::generation`]).
+    generation: Arc<AtomicU64>,
 }
+
+/// The name the generation is stored under; no fact name starts with NUL.
+const GENERATION: &str = "\0generation";
 
 /// One key's answer. The lock makes the first task that asks fetch it and the
 /// others wait for that answer rather than fetch again.
@@ -57,10 +63,17 @@ fn key(run: &RunId, name: &str) -> Vec<u8> {
 impl Facts {
     /// Facts backed by a run's `facts` tree.
     pub(crate) fn stored(run: RunId, tree: sled::Tree) -> Self {
+        let generation = tree
+            .get(key(&run, GENERATION))
+            .ok()
+            .flatten()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
         Facts {
             run,
             tree: Some(tree),
             cells: Arc::default(),
+            generation: Arc::new(AtomicU64::new(generation)),
         }
     }
 
@@ -71,6 +84,7 @@ impl Facts {
             run,
             tree: None,
             cells: Arc::default(),
+            generation: Arc::default(),
         }
     }
 
@@ -127,6 +141,23 @@ impl Facts {
         Ok(value)
     }
 
+    /// How many steps of phase `upgrade` have ended in this run: data a check
+    /// reads is shared only among checks of one generation, so a post-check
+    /// never judges the cluster by what a pre-check saw before the change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// A step that changes what checks look at ended: later checks read
+    /// their data again. Stored with the scheduler's next commit (one flush
+    /// for the whole store), so a resumed run stays in the same generation.
+    pub(crate) fn next_generation(&self) {
+        let next = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(tree) = &self.tree {
+            let _ = tree.insert(key(&self.run, GENERATION), &next.to_be_bytes());
+        }
+    }
+
     /// Every stored fact of the run, by name.
     pub fn all(&self) -> Vec<(String, serde_json::Value)> {
         let Some(tree) = &self.tree else {
@@ -137,6 +168,9 @@ impl Facts {
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
                 let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                if name.starts_with('\0') {
+                    return None;
+                }
                 serde_json::from_slice(&v).ok().map(|v| (name, v))
             })
             .collect()

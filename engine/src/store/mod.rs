@@ -7,6 +7,7 @@
 
 pub mod facts;
 pub mod journal;
+pub mod ledger;
 pub mod outputs;
 pub mod runs;
 pub mod steps;
@@ -21,6 +22,7 @@ use crate::id::{InstanceId, RunId, StepId};
 use crate::state::{Event, EventKind, RunRecord, StepRecord};
 
 pub use facts::Facts;
+pub use ledger::Ledger;
 pub use outputs::StoredOutput;
 
 /// What can go wrong with the store.
@@ -232,6 +234,7 @@ pub struct RunStore {
     journal: sled::Tree,
     outputs: sled::Tree,
     facts: sled::Tree,
+    ledger: sled::Tree,
     next_seq: u64,
     durable: Durable,
     _lock: File,
@@ -468,6 +471,7 @@ impl RunStore {
         let journal = db.open_tree("journal")?;
         let outputs = db.open_tree("outputs")?;
         let facts = db.open_tree("facts")?;
+        let ledger = db.open_tree("ledger")?;
         let next_seq = journal::next_seq(&journal, &id)?;
         let durable = Durable::open(&dir.join("db"))?;
         Ok(RunStore {
@@ -479,6 +483,7 @@ impl RunStore {
             journal,
             outputs,
             facts,
+            ledger,
             next_seq,
             durable,
             _lock: lock,
@@ -493,6 +498,11 @@ impl RunStore {
     /// The run's facts, shared by every task of the run.
     pub fn facts(&self) -> Facts {
         Facts::stored(self.id.clone(), self.facts.clone())
+    }
+
+    /// The run's ledger of changes its steps may have to undo.
+    pub fn ledger(&self) -> Ledger {
+        Ledger::stored(self.id.clone(), self.ledger.clone())
     }
 
     /// The run record.

@@ -26,8 +26,8 @@ use crate::suggest::{closest, nearest, MAX_SUGGESTIONS};
 use crate::task::{ParseContext, TaskRegistry};
 use crate::workflow::{
     ExecutorSpec, NeedOn, NodesSpec, Phase, WorkflowSource, API_VERSION, BACKOFF_FIELDS,
-    EXECUTOR_FIELDS, KIND, METADATA_FIELDS, NEED_FIELDS, NODES_FIELDS, PARAM_FIELDS, RETRY_FIELDS,
-    SPEC_FIELDS, STEP_FIELDS, TOP_FIELDS,
+    EXECUTOR_FIELDS, KIND, METADATA_FIELDS, NEED_FIELDS, NODES_FIELDS, ON_FAILURE_FIELDS,
+    PARAM_FIELDS, RETRY_FIELDS, SPEC_FIELDS, STEP_FIELDS, TOP_FIELDS,
 };
 use read::{annotations, boolean, count, describe, get, short, string, unknown_keys, wrong};
 
@@ -394,6 +394,7 @@ impl Validator<'_> {
                     None
                 }
             };
+        let restore_on_failure = self.on_failure(get(spec, "onFailure"));
         let params = self.params(get(spec, "params"));
         let executors = self.executors(get(spec, "executors"));
         let param_names: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
@@ -661,8 +662,30 @@ impl Validator<'_> {
             params,
             executors,
             inventory,
+            restore_on_failure,
             warnings: Vec::new(),
         })
+    }
+
+    /// `spec.onFailure`: `{restore: true}` undoes what the run's ledger
+    /// holds (nodes it cordoned) when the run fails or blocks.
+    fn on_failure(&mut self, v: Option<&Value>) -> bool {
+        let Some(v) = v else { return false };
+        let Some(map) = self.mapping("spec.onFailure", v, "restore") else {
+            return false;
+        };
+        self.unknown_fields("spec.onFailure.", map, ON_FAILURE_FIELDS);
+        match get(map, "restore").map(boolean) {
+            None => false,
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                self.field_problem(
+                    "spec.onFailure.restore",
+                    format!("{e}; write `onFailure: {{restore: true}}` to uncordon the nodes the run cordoned when it fails"),
+                );
+                false
+            }
+        }
     }
 
     /// `metadata`: the name (a DNS-label-like word, since run ids start with
@@ -1370,6 +1393,7 @@ impl Validator<'_> {
                             kind: task_kind.name(),
                             task,
                             spec: value.clone(),
+                            local: task_kind.runs_in_kpilot(),
                         })
                     }
                     Err(e) => {

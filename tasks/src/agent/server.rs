@@ -352,6 +352,7 @@ async fn run(
     info!(parent: &span, %peer, kind = %request.kind, "attempt accepted");
     let ctx = TaskContext {
         facts: Facts::in_memory(run_id.clone()),
+        ledger: kpilot_engine::store::Ledger::in_memory(run_id.clone()),
         run_id,
         step_id,
         instance: InstanceId::named(request.instance),

@@ -360,7 +360,8 @@ mod tests {
                     .collect::<BTreeMap<_, _>>(),
             ),
             workdir: std::env::temp_dir(),
-            facts: Facts::in_memory(run),
+            facts: Facts::in_memory(run.clone()),
+            ledger: kpilot_engine::store::Ledger::in_memory(run),
         }
     }
 

@@ -492,10 +492,12 @@ impl Task for Check {
         // A first attempt shares the run's answer; a later one (a retry, a
         // resume after repair) asks again, and keeps what it saw under its
         // own name.
-        let fact = if ctx.attempt <= 1 {
-            what.clone()
-        } else {
-            format!("{what} @{}#{}", ctx.step_id, ctx.attempt)
+        // After a step changed the cluster (an upgrade, a repair), checks
+        // share the data of their own generation only.
+        let fact = match (ctx.attempt, ctx.facts.generation()) {
+            (0 | 1, 0) => what.clone(),
+            (0 | 1, generation) => format!("{what} ~{generation}"),
+            (attempt, _) => format!("{what} @{}#{attempt}", ctx.step_id),
         };
         let started = Instant::now();
         let fetched = AtomicBool::new(false);
@@ -726,7 +728,8 @@ mod tests {
             attempt: 1,
             params: Arc::new(BTreeMap::from([("to".to_owned(), "1.34".to_owned())])),
             workdir: dir.to_owned(),
-            facts: Facts::in_memory(run),
+            facts: Facts::in_memory(run.clone()),
+            ledger: kpilot_engine::store::Ledger::in_memory(run),
         }
     }
 
