@@ -295,6 +295,31 @@ impl PerNode {
     }
 }
 
+/// The labels that mark a control-plane node (the second one before 1.20).
+const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// Where a node goes in a step's rollout (`nodes.order`): control-plane
+/// nodes first if asked, then by the label's value (nodes without it last),
+/// then by name.
+fn rollout_key<'a>(step: &PlannedStep, agent: &'a Agent) -> (bool, bool, Option<&'a str>, &'a str) {
+    let Some(order) = &step.fan_out.order else {
+        return (false, false, None, &agent.name);
+    };
+    let control_plane = order.control_plane_first
+        && CONTROL_PLANE_LABELS
+            .iter()
+            .any(|l| agent.labels.contains_key(*l));
+    let value = order
+        .label
+        .as_ref()
+        .and_then(|l| agent.labels.get(l))
+        .map(String::as_str);
+    (!control_plane, value.is_none(), value, &agent.name)
+}
+
 fn request(step: &PlannedStep, ctx: &TaskContext) -> Result<RunRequest, String> {
     let Body::Task { kind, spec, .. } = &step.body else {
         return Err(format!("a {} step has nothing to run", step.body.kind()));
@@ -324,13 +349,13 @@ impl Executor for PerNode {
                 Some(s) => Some(Selector::parse(s)?),
                 None => None,
             };
-            let mut names: Vec<String> = self
+            let mut chosen: Vec<&Agent> = self
                 .members(&loaded)?
                 .into_iter()
                 .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
-                .map(|a| a.name.clone())
                 .collect();
-            names.sort();
+            chosen.sort_by(|a, b| rollout_key(step, a).cmp(&rollout_key(step, b)));
+            let names: Vec<String> = chosen.into_iter().map(|a| a.name.clone()).collect();
             if names.is_empty() {
                 return Err(format!(
                     "no node of {} matches{}{}",
