@@ -94,6 +94,12 @@ pub fn executors(plan: &Plan, options: &ExecutorOptions) -> Result<Executors, Ex
     }
     let mut all = Executors::new();
     all.insert(
+        "cluster-nodes",
+        Arc::new(ClusterNodes {
+            fleet: Arc::clone(&fleet),
+        }),
+    );
+    all.insert(
         "per-node",
         Arc::new(PerNode {
             fleet: Arc::clone(&fleet),
@@ -356,6 +362,11 @@ impl Executor for PerNode {
                 .collect();
             chosen.sort_by(|a, b| rollout_key(step, a).cmp(&rollout_key(step, b)));
             let names: Vec<String> = chosen.into_iter().map(|a| a.name.clone()).collect();
+            if names.is_empty() && !step.members().is_empty() {
+                // A group with no node to roll has nothing to do (a cluster
+                // with a single control-plane node has no others).
+                return Ok(Vec::new());
+            }
             if names.is_empty() {
                 return Err(format!(
                     "no node of {} matches{}{}",
@@ -470,5 +481,93 @@ impl Executor for PerNode {
             }
             .instrument(span),
         )
+    }
+}
+
+/// `cluster-nodes`: the cluster's nodes, reached through the API server
+/// only, for steps that act on nodes from kpilot (cordon, drain, wait; a
+/// group whose members run in kpilot for each node). No agent is needed;
+/// a step whose body runs on the node itself is refused.
+struct ClusterNodes {
+    fleet: Arc<Fleet>,
+}
+
+impl Executor for ClusterNodes {
+    fn instances<'a>(&'a self, step: &'a PlannedStep, facts: &'a Facts) -> InstancesFuture<'a> {
+        Box::pin(async move {
+            let nodes = facts
+                .get_or_fetch(NODES_FACT, || async {
+                    self.fleet
+                        .cluster
+                        .nodes(NODES_BUDGET)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| {
+                    format!("executor cluster-nodes cannot list the cluster's nodes: {e}; check --kubeconfig and --context (or KUBECONFIG)")
+                })?;
+            let selector = match &step.fan_out.selector {
+                Some(s) => Some(Selector::parse(s)?),
+                None => None,
+            };
+            let mut chosen: Vec<Agent> = nodes
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| {
+                    Some(Agent {
+                        name: n["name"].as_str()?.to_owned(),
+                        address: String::new(),
+                        labels: n["labels"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        fingerprint: None,
+                    })
+                })
+                .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
+                .collect();
+            chosen.sort_by(|a, b| rollout_key(step, a).cmp(&rollout_key(step, b)));
+            if chosen.is_empty() && step.members().is_empty() {
+                return Err(format!(
+                    "no node of the cluster matches{}",
+                    step.fan_out
+                        .selector
+                        .as_ref()
+                        .map(|s| format!(" selector `{s}`"))
+                        .unwrap_or_default()
+                ));
+            }
+            Ok(chosen
+                .into_iter()
+                .map(|a| InstanceId::named(a.name))
+                .collect())
+        })
+    }
+
+    fn run(&self, step: &PlannedStep, ctx: TaskContext) -> AttemptFuture {
+        match &step.body {
+            Body::Task {
+                task, local: true, ..
+            } => {
+                let task = Arc::clone(task);
+                let span = tracing::info_span!("local", node.name = %ctx.instance);
+                Box::pin(async move { task.run(&ctx).await }.instrument(span))
+            }
+            other => {
+                let kind = other.kind();
+                Box::pin(async move {
+                    TaskOutput::failed(format!(
+                        "executor cluster-nodes reaches nodes through the API server only, and a `{kind}` step runs on the node itself: use `executor: per-node` with an inventory of agents, or `executor: global` on a member of a group to run it in kpilot for each node"
+                    ))
+                })
+            }
+        }
     }
 }

@@ -129,6 +129,16 @@ impl Scheduler<'_> {
     /// The executor answered with the step's nodes.
     pub(super) fn instances_known(&mut self, i: usize, result: Result<Vec<InstanceId>, String>) {
         let instances = match result {
+            Ok(list) if list.is_empty() && !self.plan.steps[i].members().is_empty() => {
+                let mut r = self.records[i].clone();
+                r.state = StepState::Succeeded;
+                r.reason = Some(match &self.plan.steps[i].fan_out.selector {
+                    Some(s) => format!("no node matches selector `{s}`: nothing to roll"),
+                    None => "no node to roll".to_owned(),
+                });
+                r.ended_at = Some(Utc::now());
+                return self.finalize(i, r);
+            }
             Ok(list) if list.is_empty() => {
                 let selector = self.plan.steps[i].fan_out.selector.clone();
                 return self.fail_step(

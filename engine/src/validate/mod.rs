@@ -34,7 +34,7 @@ use crate::workflow::{
 use read::{annotations, boolean, count, describe, get, short, string, unknown_keys, wrong};
 
 /// The executors every workflow may name; `spec.executors` adds more.
-pub const EXECUTORS: &[&str] = &["global", "per-node"];
+pub const EXECUTORS: &[&str] = &["global", "per-node", "cluster-nodes"];
 
 /// The longest `metadata.name`: run ids start with it and name directories.
 pub const MAX_NAME: usize = 63;
@@ -622,7 +622,7 @@ impl Validator<'_> {
             let placement = match (executor.as_str(), pool) {
                 (_, Some(pool)) if pool.per_node => Placement::EveryNode,
                 (_, Some(_)) => Placement::PoolMember,
-                ("per-node", None) => Placement::EveryNode,
+                ("per-node" | "cluster-nodes", None) => Placement::EveryNode,
                 _ => Placement::Global,
             };
             if pool.is_none() && !EXECUTORS.contains(&executor.as_str()) {
