@@ -11,9 +11,10 @@ use super::{instances, HEAD, TOKEN};
 use crate::cluster::{kp_with, kubeconfig, unique, Created};
 use crate::util::{step_field, Dir};
 
-/// Agents listening on 127.0.0.21.. on one port, killed on drop.
-struct Agents {
-    port: u16,
+/// Agents listening on 127.0.0.21.. (or from another base) on one port,
+/// killed on drop.
+pub struct Agents {
+    pub port: u16,
     children: Vec<Child>,
 }
 
@@ -26,13 +27,19 @@ impl Drop for Agents {
     }
 }
 
-/// The address of agent `k` (1-based).
+/// The address of agent `k` (1-based) of this file's tests.
 fn ip(k: usize) -> String {
-    format!("127.0.0.{}", 20 + k)
+    ip_from(20, k)
+}
+
+/// The address of agent `k` (1-based) of agents numbered from `base`.
+pub fn ip_from(base: usize, k: usize) -> String {
+    format!("127.0.0.{}", base + k)
 }
 
 /// A port free on every address of the agents.
-fn free_port(n: usize) -> u16 {
+fn free_port(base: usize, n: usize) -> u16 {
+    let ip = |k| ip_from(base, k);
     for _ in 0..20 {
         let probe = std::net::TcpListener::bind((ip(1).as_str(), 0)).expect("bind a probe");
         let port = probe.local_addr().expect("addr").port();
@@ -45,8 +52,8 @@ fn free_port(n: usize) -> u16 {
 }
 
 /// One certificate (with IP SANs for the agents' addresses) shared by all.
-fn certificate(dir: &Dir, n: usize) {
-    let sans: Vec<String> = (1..=n).map(|k| format!("IP:{}", ip(k))).collect();
+fn certificate(dir: &Dir, base: usize, n: usize) {
+    let sans: Vec<String> = (1..=n).map(|k| format!("IP:{}", ip_from(base, k))).collect();
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec"])
         .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
@@ -67,10 +74,16 @@ fn certificate(dir: &Dir, n: usize) {
 impl Agents {
     /// `n` agents named agent-1.., each starting steps in `work-K/`.
     fn start(dir: &Dir, n: usize) -> Agents {
-        certificate(dir, n);
+        Agents::start_with(dir, 20, n, &[])
+    }
+
+    /// `n` agents at 127.0.0.(base+1).., with `env` added to their environment.
+    pub fn start_with(dir: &Dir, base: usize, n: usize, env: &[(&str, &str)]) -> Agents {
+        let ip = |k| ip_from(base, k);
+        certificate(dir, base, n);
         dir.write_secret("token", &format!("{TOKEN}\n"));
         let mut agents = Agents {
-            port: free_port(n),
+            port: free_port(base, n),
             children: Vec::new(),
         };
         for k in 1..=n {
@@ -87,6 +100,7 @@ impl Agents {
                 .current_dir(dir.path())
                 .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

@@ -6,7 +6,7 @@ mod auth;
 mod catalog;
 mod cel;
 mod checks;
-mod cluster_nodes;
+pub mod cluster_nodes;
 mod fleet;
 mod logs;
 mod tools;

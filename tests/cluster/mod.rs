@@ -16,9 +16,11 @@ mod drivers;
 mod flags;
 mod gate;
 mod inspect;
+mod kubeadm;
 mod nodes;
 mod shipped;
 mod unreachable;
+mod upgrade;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::util::{Dir, Ran};
 
 /// The repository root.
-fn root() -> &'static Path {
+pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -84,7 +86,7 @@ pub fn unique(tag: &str) -> String {
 }
 
 /// The kubectl the test cluster was built with, else the one on `PATH`.
-fn kubectl_path() -> PathBuf {
+pub fn kubectl_path() -> PathBuf {
     let cache = std::env::var_os("KPILOT_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("kpilot")))
