@@ -18,7 +18,9 @@ mod gate;
 mod inspect;
 mod nodes;
 mod shipped;
+mod snapshots;
 mod unreachable;
+mod wait;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
