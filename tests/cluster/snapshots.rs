@@ -106,6 +106,16 @@ kptest!(
         created.create(node(&name("upgraded"), &label, "v1.34.4", Some(true)));
         wait_ready(&name("kwok"));
         created.create(deployment(&ns, "web", &name("kwok"), 2));
+        // A pod on a node no kubelet (nor KWOK) manages: its status is the test's to set.
+        created.create(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "worker", "namespace": ns},
+            "spec": {
+                "nodeName": name("upgraded"),
+                "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        }));
         wait_available(&ns, "web", 2);
 
         workflow(&dir, &label, &ns);
@@ -119,13 +129,14 @@ kptest!(
             before["workloads"]["deployments"]["items"][0],
             json!({"namespace": ns, "name": "web", "replicas": 2, "available": 2})
         );
-        assert_eq!(before["pods"]["total"], 2, "{before}");
+        assert_eq!(before["pods"]["total"], 3, "{before}");
+        assert_eq!(before["pods"]["restarts"], json!({}), "{before}");
         assert!(before["apis"]
             .as_array()
             .is_some_and(|a| a.iter().any(|v| v == "apps/v1")));
 
         // What a bad upgrade does: a node goes NotReady, one is lost, one runs a
-        // new kubelet, one is cordoned, a Deployment loses a replica.
+        // new kubelet, one is cordoned, a pod restarts, a Deployment loses a replica.
         kubectl(
             &[
                 "patch",
@@ -153,6 +164,20 @@ kptest!(
         );
         kubectl(&["cordon", &name("kwok")], None);
         kubectl(
+            &[
+                "patch",
+                "pod",
+                "worker",
+                "-n",
+                &ns,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                r#"{"status":{"containerStatuses":[{"name":"main","image":"registry.k8s.io/pause:3.10","imageID":"","ready":false,"restartCount":3,"state":{"waiting":{"reason":"CrashLoopBackOff"}}}]}}"#,
+            ],
+            None,
+        );
+        kubectl(
             &["scale", "deployment", "web", "-n", &ns, "--replicas=1"],
             None,
         );
@@ -175,6 +200,7 @@ kptest!(
             format!("node {}: kubelet v1.34.4 → v1.35.4", name("upgraded")),
             format!("node {}: cordoned", name("kwok")),
             format!("deployment {ns}/web: 2/2 available → 1/1 available"),
+            format!("pod {ns}/worker: restarted 3 time(s) (0 → 3)"),
         ];
         for line in &expected {
             assert!(lines.contains(&line.as_str()), "{line:?} not in\n{text}");
@@ -184,7 +210,7 @@ kptest!(
             "{text}"
         );
         // Nothing else about these nodes and this namespace: no version moved,
-        // no node added, no pod restarted (addons and APIs are the shared
+        // no node added, no other pod restarted (addons and APIs are the shared
         // cluster's, which other tests change).
         for line in &lines[1..] {
             let ours = line.starts_with("version:")
@@ -232,7 +258,10 @@ kptest!(
             }])
         );
         assert_eq!(json["deploymentsLost"], json!([]));
-        assert_eq!(json["podsRestarted"], json!([]));
+        assert_eq!(
+            json["podsRestarted"],
+            json!([{"name": format!("{ns}/worker"), "before": 0, "after": 3}])
+        );
     }
 );
 
