@@ -229,7 +229,7 @@ fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-fn by_name<'a>(list: &'a Value, key: impl Fn(&Value) -> String) -> BTreeMap<String, &'a Value> {
+fn by_name(list: &Value, key: impl Fn(&Value) -> String) -> BTreeMap<String, &Value> {
     list.as_array()
         .into_iter()
         .flatten()
