@@ -186,3 +186,26 @@ kptest!(
     }
     }
 );
+
+kptest!(
+    a_wait_on_a_path_judges_and_keeps_that_part_of_the_data,
+    |dir| {
+        workflow(
+            &dir,
+            "      wait:
+        query: cluster.version.gitVersion
+        expect: \"data.startsWith('v1.')\"
+",
+        );
+        kp(&dir, &["run", "wf.yaml", "--run-id", "r"]).expect(0);
+        let output = step_output(&dir, "r", "ready");
+        assert_eq!(output["polls"], 1, "{output}");
+        let version = kubectl(&["version", "-o", "json"], None);
+        let version: serde_json::Value =
+            serde_json::from_str(&version).expect("kubectl version -o json");
+        assert_eq!(
+            output["data"], version["serverVersion"]["gitVersion"],
+            "{output}"
+        );
+    }
+);

@@ -273,18 +273,26 @@ impl Task for Wait {
                         json!({"polls": polls, "error": e.to_string()}),
                     );
                 }
-                Ok(data) => {
-                    let judged = exp.select(&data, &what).and_then(|(selected, name)| {
-                        exp.evaluate(selected, &params, &bindings, &name)
-                            .map(|verdict| exp.summary(&verdict, &name))
-                    });
-                    last = Some(data);
-                    match judged {
-                        Ok(Summary::Passed(_)) => Poll::Held,
-                        Ok(Summary::Failed(m) | Summary::Unevaluable(m)) => Poll::NotYet(m),
-                        Err(m) => Poll::NotYet(m),
+                // What the expression judges (the path's part of the data,
+                // when the query has a path) is what the output shows.
+                Ok(data) => match exp.select(&data, &what) {
+                    Ok((selected, name)) => {
+                        let judged = exp
+                            .evaluate(selected, &params, &bindings, &name)
+                            .map(|verdict| exp.summary(&verdict, &name));
+                        last = Some(selected.clone());
+                        match judged {
+                            Ok(Summary::Passed(_)) => Poll::Held,
+                            Ok(Summary::Failed(m) | Summary::Unevaluable(m)) | Err(m) => {
+                                Poll::NotYet(m)
+                            }
+                        }
                     }
-                }
+                    Err(m) => {
+                        last = Some(data);
+                        Poll::NotYet(m)
+                    }
+                },
             };
             match poll {
                 Poll::Held => {
