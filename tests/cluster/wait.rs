@@ -209,3 +209,64 @@ kptest!(
         );
     }
 );
+
+kptest!(a_per_node_wait_binds_node_to_each_instance, |dir| {
+    let label = unique("pernode");
+    let (up, down) = (format!("{label}-up"), format!("{label}-down"));
+    let mut created = Created::default();
+    created.create(node(&up, &label, "v1.34.4", None));
+    created.create(node(&down, &label, "v1.34.4", Some(false)));
+    super::wait_ready(&up);
+    // The nodes come from the cluster; the wait runs in kpilot, so no agent
+    // is asked (none listens).
+    dir.write_secret("token", &format!("{}\n", crate::agent::TOKEN));
+    dir.write(
+        "inventory.yaml",
+        &format!(
+            "tokenFile: token\nfingerprint: \"sha256:{}\"\ncluster: {{port: 7443}}\n",
+            "ab".repeat(32)
+        ),
+    );
+    dir.write(
+        "wf.yaml",
+        &format!(
+            "apiVersion: kpilot/v1
+kind: Workflow
+metadata: {{name: wait}}
+spec:
+  steps:
+    - id: ready
+      phase: upgrade
+      executor: per-node
+      nodes: {{selector: \"kpilot-test={label}\"}}
+      wait:
+        query: {{cluster: nodes, labelSelector: \"kpilot-test={label}\"}}
+        expect: \"data.exists(n, n.name == node && n.ready)\"
+        interval: 200ms
+        timeout: 2s
+"
+        ),
+    );
+    kp(
+        &dir,
+        &[
+            "run",
+            "wf.yaml",
+            "--run-id",
+            "r",
+            "--inventory",
+            "inventory.yaml",
+        ],
+    )
+    .expect(1);
+    let status = dir.status("r");
+    let each = crate::agent::instances(&status, "ready");
+    assert_eq!(each[&up].0, "succeeded", "{status:#}");
+    assert_eq!(each[&down].0, "failed", "{status:#}");
+    assert!(
+        each[&down].1.starts_with(
+            "timeout after 2s: `data.exists(n, n.name == node && n.ready)` did not hold"
+        ),
+        "{status:#}"
+    );
+});
