@@ -7,6 +7,7 @@
 //! outcome) and groups checks the way an operator reads them, by category,
 //! abnormal first.
 
+pub mod diff;
 pub mod model;
 pub mod render;
 

@@ -3,6 +3,7 @@
 mod agent;
 mod approve;
 mod catalog;
+mod diff;
 mod graph;
 mod inspect;
 mod logs;
@@ -57,6 +58,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Print the report of an inspection run.
     Report(report::ReportArgs),
+    /// Show what changed between two snapshots of a run.
+    Diff(diff::DiffArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
     /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
@@ -119,6 +122,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Inspect(args) => inspect::inspect(*args, &cli.state).await,
         Command::Catalog(args) => catalog::catalog(args),
         Command::Report(args) => report::report(args, &cli.state),
+        Command::Diff(args) => diff::diff(args, &cli.state),
         Command::Agent(args) => agent::agent(args).await,
         Command::Trace(args) => trace::trace(args).await,
     }

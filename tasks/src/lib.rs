@@ -3,8 +3,10 @@
 //! Each kind lives in [`task`] and is registered by [`registry`]: `command`
 //! (an argv, never through a shell), `script` (a source run by an
 //! interpreter), `check` (data read through a [`data`] driver, judged by a CEL
-//! expectation with kpilot's functions, [`kpilot_expr`]) and `trace` (packet drops traced
-//! with eBPF, judged by CEL).
+//! expectation with kpilot's functions, [`kpilot_expr`]), `wait` (a check's query
+//! polled until its expectation holds), `snapshot` (the cluster's facts kept
+//! with the run, for checks and `kpilot diff` to compare against) and `trace`
+//! (packet drops traced with eBPF, judged by CEL).
 //! Processes are started by [`process`], which owns their process groups so
 //! that a timeout or a stop kills everything they started.
 //! [`apis`] finds removed and deprecated Kubernetes APIs in manifests and in a
@@ -39,9 +41,11 @@ pub fn registry() -> TaskRegistry {
 /// Nothing connects until a check queries `cluster.*`.
 pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
     let mut registry = TaskRegistry::new();
-    registry.register(Box::new(task::check::CheckKind::new(Arc::new(
-        data::Cluster::new(cluster),
-    ))));
+    // One connection for every kind that reads the cluster.
+    let cluster = Arc::new(data::Cluster::new(cluster));
+    registry.register(Box::new(task::check::CheckKind::new(Arc::clone(&cluster))));
+    registry.register(Box::new(task::wait::WaitKind::new(Arc::clone(&cluster))));
+    registry.register(Box::new(task::snapshot::SnapshotKind::new(cluster)));
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));
     registry.register(Box::new(task::trace::TraceKind));

@@ -19,8 +19,10 @@ mod inspect;
 mod kubeadm;
 mod nodes;
 mod shipped;
+mod snapshots;
 mod unreachable;
 mod upgrade;
+mod wait;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -62,7 +62,7 @@ pub const LIST_PAGE: u32 = 500;
 /// Lists everything `api` selects with `lp`, a page of [`LIST_PAGE`] at a time,
 /// handing each object to `each` as it comes so that a page is dropped before
 /// the next is read.
-async fn list_all<K>(
+pub(crate) async fn list_all<K>(
     api: &Api<K>,
     lp: &ListParams,
     mut each: impl FnMut(K),

@@ -29,6 +29,7 @@ pub mod apis;
 pub mod certificate;
 pub mod cluster;
 pub mod command;
+pub mod snapshot;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -8,6 +8,7 @@
 //!   severity: error               # error | warning | info
 //!   message: "{{item.name}} is not Ready"
 //!   timeout: 15s                  # how long the query may retry
+//!   snapshots: [before]           # snapshot steps the expression reads as snapshots['before']
 //! ```
 //!
 //! A failed check of severity `error` fails the step; `warning` and `info`
@@ -15,7 +16,6 @@
 //! or an expectation that cannot be evaluated fails the step whatever the
 //! severity: a check never passes on data it did not see.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,17 +25,14 @@ use async_trait::async_trait;
 use kpilot_engine::{ParseContext, Task, TaskContext, TaskKind, TaskOutput};
 use serde_json::{json, Value};
 
-use crate::data::{Cluster, Query};
-use kpilot_expr::{Expr, ExprError, MessageTemplate, Scope};
+use super::expect::{Expectation, Miss, Summary};
+use crate::data::Cluster;
 
 /// How long a query retries an unreachable cluster unless `timeout` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The longest `timeout` a check may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// At most this many failed items are named in a step's reason.
-const REASON_ITEMS: usize = 20;
 
 /// How bad a failed check is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,26 +82,50 @@ impl CheckKind {
 #[derive(Debug)]
 pub struct Check {
     cluster: Arc<Cluster>,
-    query: Query,
-    /// Where in the query's data the check looks (`coredns.version` of
-    /// `cluster.addons.coredns.version`); empty for all of it.
-    path: Vec<String>,
-    /// Values for `params.NAME` in this check only, over the run's: a catalog
-    /// check's own params.
-    params: BTreeMap<String, String>,
-    expect: Expr,
+    expectation: Expectation,
     severity: Severity,
-    message: Option<MessageTemplate>,
-    for_each: bool,
-    min_items: u64,
     timeout: Duration,
 }
 
 const HINT: &str = "write `check: {query: cluster.nodes, forEach: true, expect: item.ready, severity: error, message: \"{{item.name}} is not Ready\"}`";
 
-const KEYS: [&str; 8] = [
-    "query", "expect", "severity", "message", "forEach", "minItems", "timeout", "params",
+const KEYS: [&str; 9] = [
+    "query",
+    "expect",
+    "severity",
+    "message",
+    "forEach",
+    "minItems",
+    "timeout",
+    "params",
+    "snapshots",
 ];
+
+/// Parses a `timeout` of body `at`: a duration from 1s to `max`.
+pub(crate) fn parse_duration(
+    value: Option<&serde_yaml::Value>,
+    field: &str,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+    example: &str,
+) -> Result<Duration, String> {
+    let fmt = |d: Duration| humantime::format_duration(d).to_string();
+    match value {
+        None => Ok(default),
+        Some(serde_yaml::Value::String(s)) => humantime::parse_duration(s)
+            .ok()
+            .filter(|d| *d >= min && *d <= max && !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "`{field}` is `{s}`; write a duration from {} to {}, like `{example}`",
+                    fmt(min),
+                    fmt(max)
+                )
+            }),
+        Some(_) => Err(format!("`{field}` must be a duration like `{example}`")),
+    }
+}
 
 impl TaskKind for CheckKind {
     fn name(&self) -> &'static str {
@@ -132,70 +153,7 @@ impl TaskKind for CheckKind {
                 ));
             }
         }
-        let params = match map.get("params") {
-            None | Some(serde_yaml::Value::Null) => BTreeMap::new(),
-            Some(serde_yaml::Value::Mapping(m)) => m
-                .iter()
-                .map(|(k, v)| {
-                    let key = k.as_str().ok_or("`check.params` keys must be names")?;
-                    let value = match v {
-                        serde_yaml::Value::String(s) => s.clone(),
-                        serde_yaml::Value::Bool(b) => b.to_string(),
-                        serde_yaml::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-                        _ => {
-                            return Err(format!(
-                                "`check.params.{key}` must be a text; quote it"
-                            ))
-                        }
-                    };
-                    Ok((key.to_owned(), value))
-                })
-                .collect::<Result<_, String>>()?,
-            Some(_) => {
-                return Err(
-                    "`check.params` must be a mapping of names to texts, like `params: {nodeSelector: \"pool=a\"}`"
-                        .into(),
-                )
-            }
-        };
-        let mut names: Vec<String> = ctx.params.to_vec();
-        names.extend(params.keys().cloned());
-        let query = map
-            .get("query")
-            .ok_or_else(|| format!("`check.query` is missing; {HINT}"))?;
-        let (query, path) =
-            Query::parse_path(query, &names).map_err(|e| format!("check.query: {e}"))?;
-        let expect = match map.get("expect") {
-            Some(serde_yaml::Value::String(s)) => s.clone(),
-            Some(serde_yaml::Value::Bool(b)) => b.to_string(),
-            Some(_) => return Err("`check.expect` must be a CEL expression in a string".into()),
-            None => return Err(format!("`check.expect` is missing; {HINT}")),
-        };
-        let for_each = match map.get("forEach") {
-            None => false,
-            Some(serde_yaml::Value::Bool(b)) => *b,
-            Some(_) => return Err("`check.forEach` must be true or false".into()),
-        };
-        let vars: &[&str] = if for_each {
-            &["params", "data", "item"]
-        } else {
-            &["params", "data"]
-        };
-        let refused = |field: &str, e: ExprError| {
-            let reads_item = match &e {
-                ExprError::UnknownVariable { name, .. } => name == "item",
-                ExprError::Hole { error, .. } => {
-                    matches!(&**error, ExprError::UnknownVariable { name, .. } if name == "item")
-                }
-                _ => false,
-            };
-            if reads_item {
-                format!("{field}: {e} (`item` is each element under `forEach: true`)")
-            } else {
-                format!("{field}: {e}")
-            }
-        };
-        let expect = Expr::compile(&expect, vars).map_err(|e| refused("check.expect", e))?;
+        let expectation = Expectation::parse(map, "check", HINT, &[], ctx)?;
         let severity = match map.get("severity").map(|s| s.as_str()) {
             None | Some(Some("error")) => Severity::Error,
             Some(Some("warning")) => Severity::Warning,
@@ -207,288 +165,30 @@ impl TaskKind for CheckKind {
                 ))
             }
         };
-        let message = match map.get("message") {
-            None | Some(serde_yaml::Value::Null) => None,
-            Some(serde_yaml::Value::String(s)) => {
-                Some(MessageTemplate::compile(s, vars).map_err(|e| refused("check.message", e))?)
-            }
-            Some(_) => return Err("`check.message` must be a string".into()),
-        };
-        let min_items = match map.get("minItems") {
-            None => 0,
-            Some(serde_yaml::Value::Number(n)) if n.as_u64().is_some() && for_each => {
-                n.as_u64().unwrap_or(0)
-            }
-            Some(_) if !for_each => {
-                return Err("`check.minItems` needs `forEach: true`".into());
-            }
-            Some(_) => return Err("`check.minItems` must be a whole number".into()),
-        };
-        let timeout = match map.get("timeout") {
-            None => DEFAULT_TIMEOUT,
-            Some(serde_yaml::Value::String(s)) => humantime::parse_duration(s)
-                .ok()
-                .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
-                .ok_or_else(|| {
-                    format!("`check.timeout` is `{s}`; write a duration from 1s to 1h, like `timeout: 20s`")
-                })?,
-            Some(_) => {
-                return Err("`check.timeout` must be a duration like `20s`".into());
-            }
-        };
+        let timeout = parse_duration(
+            map.get("timeout"),
+            "check.timeout",
+            DEFAULT_TIMEOUT,
+            Duration::from_secs(1),
+            MAX_TIMEOUT,
+            "timeout: 20s",
+        )?;
         Ok(Arc::new(Check {
             cluster: Arc::clone(&self.cluster),
-            query,
-            path,
-            params,
-            expect,
+            expectation,
             severity,
-            message,
-            for_each,
-            min_items,
             timeout,
         }))
     }
 }
 
-/// One element of the data that did not pass.
-struct Miss {
-    name: String,
-    message: String,
-    /// What the report says about the element besides its message: the
-    /// object it is, where it was found ([`report_fields`]).
-    fields: serde_json::Map<String, Value>,
-}
-
-/// The fields of an element that a report item carries: `object` (the
-/// Kubernetes object it is: its `object` field, its `apiVersion`, `kind` and
-/// `metadata`, or a flat `kind` and `name`; `kind` when the query names one),
-/// and its `source`, `replacement` and `removedIn`.
-fn report_fields(item: &Value, kind: Option<&(String, String)>) -> serde_json::Map<String, Value> {
-    let mut out = serde_json::Map::new();
-    let Value::Object(fields) = item else {
-        return out;
-    };
-    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
-    let object = if let Some(Value::Object(o)) = fields.get("object") {
-        Some(Value::Object(o.clone()))
-    } else {
-        let meta = fields.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(text)
-            .or_else(|| fields.get("name").and_then(text));
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(text)
-            .or_else(|| fields.get("namespace").and_then(text));
-        let api_version = fields
-            .get("apiVersion")
-            .and_then(text)
-            .or_else(|| kind.map(|k| k.0.clone()));
-        let kind = fields
-            .get("kind")
-            .and_then(text)
-            .or_else(|| kind.map(|k| k.1.clone()));
-        match (kind, name) {
-            (Some(kind), Some(name)) => {
-                let mut o = serde_json::Map::new();
-                if let Some(v) = api_version {
-                    o.insert("apiVersion".into(), json!(v));
-                }
-                o.insert("kind".into(), json!(kind));
-                if let Some(ns) = namespace {
-                    o.insert("namespace".into(), json!(ns));
-                }
-                o.insert("name".into(), json!(name));
-                Some(Value::Object(o))
-            }
-            _ => None,
-        }
-    };
-    if let Some(object) = object {
-        out.insert("object".into(), object);
-    }
-    for key in ["source", "replacement", "removedIn"] {
-        if let Some(v) = fields.get(key).filter(|v| !v.is_null()) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    out
-}
-
-/// What evaluating `expect` over the data found.
-struct Verdict {
-    total: usize,
-    misses: Vec<Miss>,
-    errors: Vec<Miss>,
-    /// Set when `forEach` saw fewer items than `minItems`.
-    too_few: Option<String>,
-}
-
-/// The name of element `index` of a list: its `name`, `metadata.name` (with
-/// the namespace) or, failing those, its index.
-fn item_name(item: &Value, index: usize) -> String {
-    if let Some(name) = item.get("name").and_then(Value::as_str) {
-        return name.to_owned();
-    }
-    // A finding about an object (removed APIs): `Kind ns/name`.
-    let object = &item["object"];
-    if let (Some(kind), Some(name)) = (object["kind"].as_str(), object["name"].as_str()) {
-        return match object["namespace"].as_str().filter(|ns| !ns.is_empty()) {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
-        };
-    }
-    let meta = &item["metadata"];
-    match (meta["namespace"].as_str(), meta["name"].as_str()) {
-        (Some(ns), Some(name)) => format!("{ns}/{name}"),
-        (None, Some(name)) => name.to_owned(),
-        _ => format!("[{index}]"),
-    }
-}
-
-impl Check {
-    fn evaluate(&self, data: &Value, params: &Value, what: &str) -> Result<Verdict, String> {
-        let mut scope = Scope::new();
-        scope.set("params", params);
-        // Binding is a copy into CEL's values: 5,000 nodes cost a hundred
-        // megabytes more, so `data` is bound only for a check that reads it
-        // (a `forEach` check usually reads only `item`).
-        if self.expect.uses_variable("data")
-            || self
-                .message
-                .as_ref()
-                .is_some_and(|m| m.uses_variable("data"))
-        {
-            scope.set("data", data);
-        }
-        let mut verdict = Verdict {
-            total: 0,
-            misses: Vec::new(),
-            errors: Vec::new(),
-            too_few: None,
-        };
-        let kind = self.query.element_kind();
-        let judge = |scope: &Scope, name: String, item: &Value, verdict: &mut Verdict| {
-            verdict.total += 1;
-            let fields = if self.for_each {
-                report_fields(item, kind.as_ref())
-            } else {
-                serde_json::Map::new()
-            };
-            match self.expect.eval_bool(scope) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let message = match &self.message {
-                        Some(t) => t.render(scope),
-                        None => format!("`{}` is false", self.expect.source()),
-                    };
-                    verdict.misses.push(Miss {
-                        name,
-                        message,
-                        fields,
-                    });
-                }
-                Err(e) => verdict.errors.push(Miss {
-                    name,
-                    message: with_field(item, e.why()),
-                    fields,
-                }),
-            }
-        };
-        if !self.for_each {
-            judge(&scope, what.to_owned(), data, &mut verdict);
-            return Ok(verdict);
-        }
-        let items: Vec<(String, &Value)> = match data {
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| (item_name(item, i), item))
-                .collect(),
-            Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
-            other => {
-                return Err(format!(
-                    "`forEach: true` needs a list or a map, and {what} gave {}",
-                    match other {
-                        Value::Null => "null",
-                        Value::Bool(_) => "a boolean",
-                        Value::Number(_) => "a number",
-                        _ => "a string",
-                    }
-                ))
-            }
-        };
-        let count = items.len();
-        for (name, item) in items {
-            scope.set("item", item);
-            judge(&scope, name, item, &mut verdict);
-        }
-        if (count as u64) < self.min_items {
-            verdict.too_few = Some(format!(
-                "{what} has {count} item(s), fewer than minItems {}",
-                self.min_items
-            ));
-        }
-        Ok(verdict)
-    }
-}
-
-/// `why`, led by the field of `item` that holds the text it quotes: kpilot's functions
-/// quote the value they refuse (`"kwok-0.7.0" is not a version`), and naming where it
-/// came from (`kubeletVersion "kwok-0.7.0" is not a version`) saves a look at the data.
-fn with_field(item: &Value, why: String) -> String {
-    let Value::Object(fields) = item else {
-        return why;
-    };
-    let field = fields.iter().find_map(|(key, value)| {
-        let text = value.as_str()?;
-        why.starts_with(&Value::String(text.to_owned()).to_string())
-            .then_some(key)
-    });
-    match field {
-        Some(key) => format!("{key} {why}"),
-        None => why,
-    }
-}
-
-/// `a: m1; b: m2; ... and 3 more`.
-fn list(misses: &[Miss]) -> String {
-    let mut out = misses
-        .iter()
-        .take(REASON_ITEMS)
-        .map(|m| {
-            if m.message.contains(&m.name) {
-                m.message.clone()
-            } else {
-                format!("{}: {}", m.name, m.message)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    if misses.len() > REASON_ITEMS {
-        let _ = write!(out, "; and {} more", misses.len() - REASON_ITEMS);
-    }
-    out
-}
-
 #[async_trait]
 impl Task for Check {
     async fn run(&self, ctx: &TaskContext) -> TaskOutput {
-        let overlaid;
-        let ctx = if self.params.is_empty() {
-            ctx
-        } else {
-            let mut params = (*ctx.params).clone();
-            params.extend(self.params.clone());
-            overlaid = TaskContext {
-                params: Arc::new(params),
-                ..ctx.clone()
-            };
-            &overlaid
-        };
-        let what = self.query.key(ctx);
+        let exp = &self.expectation;
+        let overlaid = exp.overlay(ctx);
+        let ctx = overlaid.as_ref().unwrap_or(ctx);
+        let what = exp.query.key(ctx);
         // A first attempt shares the run's answer; a later one (a retry, a
         // resume after repair) asks again, and keeps what it saw under its
         // own name.
@@ -505,7 +205,7 @@ impl Task for Check {
             .facts
             .get_or_fetch(&fact, || async {
                 fetched.store(true, Ordering::Relaxed);
-                self.query
+                exp.query
                     .fetch(&self.cluster, ctx, self.timeout)
                     .await
                     .map_err(|e| e.to_string())
@@ -516,7 +216,7 @@ impl Task for Check {
             "severity": self.severity.name(),
             "query": what,
             "fact": fact,
-            "expect": self.expect.source(),
+            "expect": exp.expect.source(),
         });
         let with = |mut extra: Value| {
             if let (Value::Object(b), Value::Object(e)) = (&base, &mut extra) {
@@ -554,31 +254,38 @@ impl Task for Check {
             },
             started.elapsed().as_secs_f64()
         );
-        let params = json!(*ctx.params);
-        let (data, what) = if self.path.is_empty() {
-            (&*data, what)
-        } else {
-            let path = format!("{what}.{}", self.path.join("."));
-            match crate::data::select(&data, &self.path, &what) {
-                Ok(value) => (value, path),
-                Err(reason) => {
-                    let reason = format!("{path} does not exist: {reason}");
-                    let _ = writeln!(stdout, "{reason}\noutcome: failed");
-                    return TaskOutput {
-                        failure: Some(reason.clone()),
-                        stdout: stdout.into_bytes(),
-                        output: with(json!({
-                            "outcome": "failed",
-                            "failed": [path],
-                            "message": reason,
-                            "missing": path,
-                        })),
-                        ..TaskOutput::default()
-                    };
-                }
+        let bindings = match exp.bindings(ctx).await {
+            Ok(b) => b,
+            Err(reason) => {
+                let _ = writeln!(stdout, "{reason}\noutcome: failed");
+                return TaskOutput {
+                    failure: Some(reason.clone()),
+                    stdout: stdout.into_bytes(),
+                    output: with(json!({"outcome": "failed", "failed": [], "message": reason})),
+                    ..TaskOutput::default()
+                };
             }
         };
-        let verdict = match self.evaluate(data, &params, &what) {
+        let params = json!(*ctx.params);
+        let (data, what) = match exp.select(&data, &what) {
+            Ok(selected) => selected,
+            Err(reason) => {
+                let path = format!("{what}.{}", exp.path.join("."));
+                let _ = writeln!(stdout, "{reason}\noutcome: failed");
+                return TaskOutput {
+                    failure: Some(reason.clone()),
+                    stdout: stdout.into_bytes(),
+                    output: with(json!({
+                        "outcome": "failed",
+                        "failed": [path],
+                        "message": reason,
+                        "missing": path,
+                    })),
+                    ..TaskOutput::default()
+                };
+            }
+        };
+        let verdict = match exp.evaluate(data, &params, &bindings, &what) {
             Ok(v) => v,
             Err(reason) => {
                 let _ = writeln!(stdout, "{reason}\noutcome: failed");
@@ -619,61 +326,10 @@ impl Task for Check {
         };
         let items: Vec<Value> = verdict.misses.iter().map(|m| entry(m, "message")).collect();
         let errors: Vec<Value> = verdict.errors.iter().map(|m| entry(m, "error")).collect();
-        let counted = |n: usize| {
-            if self.for_each {
-                format!("{n} of {} items of {what}", verdict.total)
-            } else {
-                what.clone()
-            }
-        };
-        let (outcome, message) = if !verdict.errors.is_empty() {
-            (
-                "failed",
-                format!(
-                    "`{}` could not be evaluated for {}: {}",
-                    self.expect.source(),
-                    counted(verdict.errors.len()),
-                    list(&verdict.errors)
-                ),
-            )
-        } else if let Some(too_few) = &verdict.too_few {
-            let mut message = too_few.clone();
-            if !verdict.misses.is_empty() {
-                let _ = write!(
-                    message,
-                    "; {} failed: {}",
-                    counted(verdict.misses.len()),
-                    list(&verdict.misses)
-                );
-            }
-            (self.severity.outcome(), message)
-        } else if verdict.misses.is_empty() {
-            (
-                "passed",
-                if self.for_each {
-                    format!("all {} items of {what} passed", verdict.total)
-                } else {
-                    format!("{what} passed")
-                },
-            )
-        } else {
-            (
-                self.severity.outcome(),
-                if self.for_each {
-                    format!(
-                        "{} failed: {}",
-                        counted(verdict.misses.len()),
-                        list(&verdict.misses)
-                    )
-                } else {
-                    verdict
-                        .misses
-                        .iter()
-                        .map(|m| m.message.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                },
-            )
+        let (outcome, message) = match exp.summary(&verdict, &what) {
+            Summary::Passed(m) => ("passed", m),
+            Summary::Unevaluable(m) => ("failed", m),
+            Summary::Failed(m) => (self.severity.outcome(), m),
         };
         let _ = writeln!(stdout, "outcome: {outcome}: {message}");
         let output = with(json!({

@@ -2,8 +2,11 @@
 
 pub mod check;
 pub mod command;
+pub(crate) mod expect;
 pub mod script;
+pub mod snapshot;
 pub mod trace;
+pub mod wait;
 
 use kpilot_engine::TaskContext;
 
