@@ -296,3 +296,17 @@ impl NeedOn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Unavailable;
+
+    #[test]
+    fn max_unavailable_is_a_count_or_a_share_rounded_down_and_at_least_one() {
+        assert_eq!(Unavailable::Count(3).of(10), 3);
+        assert_eq!(Unavailable::Percent(25).of(10), 2);
+        assert_eq!(Unavailable::Percent(25).of(3), 1);
+        assert_eq!(Unavailable::Percent(100).of(7), 7);
+        assert_eq!(Unavailable::Count(0).of(7), 1);
+    }
+}

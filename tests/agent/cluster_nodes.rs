@@ -53,7 +53,9 @@ fn free_port(base: usize, n: usize) -> u16 {
 
 /// One certificate (with IP SANs for the agents' addresses) shared by all.
 fn certificate(dir: &Dir, base: usize, n: usize) {
-    let sans: Vec<String> = (1..=n).map(|k| format!("IP:{}", ip_from(base, k))).collect();
+    let sans: Vec<String> = (1..=n)
+        .map(|k| format!("IP:{}", ip_from(base, k)))
+        .collect();
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec"])
         .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])

@@ -186,104 +186,141 @@ fn deployment(ns: &str, name: &str, replicas: u32) -> Value {
     })
 }
 
-kptest!(the_test_cluster_goes_one_minor_version_up_inside_a_kpilot_run, |dir| {
-    let cluster = OwnCluster::up(&dir);
-    assert_eq!(cluster.version(), FROM);
-    for k in 1..=6 {
-        cluster.create(node(&format!("hop-{k}"), "hop", FROM, None));
-    }
-    cluster.wait_nodes_ready(6);
-    cluster.kubectl(&["create", "namespace", "shop"], None);
-    cluster.create(deployment("shop", "web", 6));
-    cluster.create(json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "settings", "namespace": "shop"},
-        "data": {"color": "blue"},
-    }));
-    cluster.create(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": "web", "namespace": "shop"},
-        "spec": {"maxUnavailable": 2, "selector": {"matchLabels": {"app": "web"}}},
-    }));
-    cluster.wait_available("shop", "web");
-    // A node a person cordoned before the run stays cordoned after it.
-    cluster.kubectl(&["cordon", "hop-6"], None);
-
-    let kubectl = kubectl_path().display().to_string();
-    let workflow = shipped("upgrade/test-cluster.yaml");
-    let run = |args: &[&str]| {
-        let mut all = vec!["run", workflow.as_str()];
-        all.extend_from_slice(args);
-        let out = dir
-            .cmd(&all)
-            .current_dir(root())
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("KPILOT_TEST_CLUSTER_DIR", &cluster.dir)
-            .output()
-            .expect("kpilot runs");
-        crate::util::Ran {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+kptest!(
+    the_test_cluster_goes_one_minor_version_up_inside_a_kpilot_run,
+    |dir| {
+        let cluster = OwnCluster::up(&dir);
+        assert_eq!(cluster.version(), FROM);
+        for k in 1..=6 {
+            cluster.create(node(&format!("hop-{k}"), "hop", FROM, None));
         }
-    };
+        cluster.wait_nodes_ready(6);
+        cluster.kubectl(&["create", "namespace", "shop"], None);
+        cluster.create(deployment("shop", "web", 6));
+        cluster.create(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "shop"},
+            "data": {"color": "blue"},
+        }));
+        cluster.create(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"maxUnavailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+        }));
+        cluster.wait_available("shop", "web");
+        // A node a person cordoned before the run stays cordoned after it.
+        cluster.kubectl(&["cordon", "hop-6"], None);
 
-    // A failed pre-check (a target two minors up) leaves the API server untouched.
-    let pid = cluster.apiserver_pid();
-    assert!(!pid.is_empty(), "no pid file for kube-apiserver");
-    let blocked = run(&["--run-id", "too-far", "--param", "to=v1.36.0", "--param", &format!("kubectl={kubectl}")]);
-    assert_eq!(blocked.code, 3, "{}\n{}", blocked.stdout, blocked.stderr);
-    assert!(
-        blocked.stdout.contains("one-minor-hop") || blocked.stderr.contains("one-minor-hop"),
-        "{}\n{}",
-        blocked.stdout,
-        blocked.stderr
-    );
-    assert_eq!(cluster.apiserver_pid(), pid, "the API server was restarted");
-    assert_eq!(cluster.version(), FROM);
-    let status = kp_with(&dir, &["status", "too-far", "-o", "json"], &cluster.kubeconfig);
-    let status: Value = serde_json::from_str(&status.stdout).expect("json");
-    assert_eq!(crate::util::step_field(&status, "control-plane", "state"), "pending");
+        let kubectl = kubectl_path().display().to_string();
+        let workflow = shipped("upgrade/test-cluster.yaml");
+        let run = |args: &[&str]| {
+            let mut all = vec!["run", workflow.as_str()];
+            all.extend_from_slice(args);
+            let out = dir
+                .cmd(&all)
+                .current_dir(root())
+                .env("KUBECONFIG", &cluster.kubeconfig)
+                .env("KPILOT_TEST_CLUSTER_DIR", &cluster.dir)
+                .output()
+                .expect("kpilot runs");
+            crate::util::Ran {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        };
 
-    // The hop.
-    let ran = run(&["--run-id", "hop", "--param", &format!("to={TO}"), "--param", &format!("kubectl={kubectl}")]);
-    assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
-    assert_eq!(cluster.version(), TO);
-    assert_ne!(cluster.apiserver_pid(), pid);
-    // What was there before is still there.
-    let cm = cluster.json(&["get", "configmap", "settings", "-n", "shop"]);
-    assert_eq!(cm["data"]["color"], "blue");
-    cluster.wait_available("shop", "web");
-    let nodes = cluster.json(&["get", "nodes"]);
-    let items = nodes["items"].as_array().expect("nodes");
-    assert_eq!(items.len(), 6);
-    for n in items {
-        let name = n["metadata"]["name"].as_str().unwrap_or_default();
-        assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], TO, "{name}");
-        let cordoned = n["spec"]["unschedulable"] == true;
-        assert_eq!(cordoned, name == "hop-6", "{name} cordoned: {cordoned}");
+        // A failed pre-check (a target two minors up) leaves the API server untouched.
+        let pid = cluster.apiserver_pid();
+        assert!(!pid.is_empty(), "no pid file for kube-apiserver");
+        let blocked = run(&[
+            "--run-id",
+            "too-far",
+            "--param",
+            "to=v1.36.0",
+            "--param",
+            &format!("kubectl={kubectl}"),
+        ]);
+        assert_eq!(blocked.code, 3, "{}\n{}", blocked.stdout, blocked.stderr);
         assert!(
-            n["metadata"]["annotations"]
-                .get("kpilot.io/cordoned-by")
-                .is_none(),
-            "{name} still carries the run's annotation"
+            blocked.stdout.contains("one-minor-hop") || blocked.stderr.contains("one-minor-hop"),
+            "{}\n{}",
+            blocked.stdout,
+            blocked.stderr
+        );
+        assert_eq!(cluster.apiserver_pid(), pid, "the API server was restarted");
+        assert_eq!(cluster.version(), FROM);
+        let status = kp_with(
+            &dir,
+            &["status", "too-far", "-o", "json"],
+            &cluster.kubeconfig,
+        );
+        let status: Value = serde_json::from_str(&status.stdout).expect("json");
+        assert_eq!(
+            crate::util::step_field(&status, "control-plane", "state"),
+            "pending"
+        );
+
+        // The hop.
+        let ran = run(&[
+            "--run-id",
+            "hop",
+            "--param",
+            &format!("to={TO}"),
+            "--param",
+            &format!("kubectl={kubectl}"),
+        ]);
+        assert_eq!(ran.code, 0, "{}\n{}", ran.stdout, ran.stderr);
+        assert_eq!(cluster.version(), TO);
+        assert_ne!(cluster.apiserver_pid(), pid);
+        // What was there before is still there.
+        let cm = cluster.json(&["get", "configmap", "settings", "-n", "shop"]);
+        assert_eq!(cm["data"]["color"], "blue");
+        cluster.wait_available("shop", "web");
+        let nodes = cluster.json(&["get", "nodes"]);
+        let items = nodes["items"].as_array().expect("nodes");
+        assert_eq!(items.len(), 6);
+        for n in items {
+            let name = n["metadata"]["name"].as_str().unwrap_or_default();
+            assert_eq!(n["status"]["nodeInfo"]["kubeletVersion"], TO, "{name}");
+            let cordoned = n["spec"]["unschedulable"] == true;
+            assert_eq!(cordoned, name == "hop-6", "{name} cordoned: {cordoned}");
+            assert!(
+                n["metadata"]["annotations"]
+                    .get("kpilot.io/cordoned-by")
+                    .is_none(),
+                "{name} still carries the run's annotation"
+            );
+        }
+        // Every node went through the group; drain evicted the pods.
+        let status = kp_with(&dir, &["status", "hop", "-o", "json"], &cluster.kubeconfig);
+        let status: Value = serde_json::from_str(&status.stdout).expect("json");
+        for member in [
+            "nodes.cordon",
+            "nodes.drain",
+            "nodes.kubelet",
+            "nodes.ready",
+            "nodes.uncordon",
+        ] {
+            let nodes: Vec<&Value> = status["steps"]
+                .as_array()
+                .expect("steps")
+                .iter()
+                .filter(|s| s["id"] == member && s["instance"] != "global")
+                .collect();
+            assert_eq!(nodes.len(), 6, "{member}");
+            assert!(
+                nodes.iter().all(|s| s["state"] == "succeeded"),
+                "{member}: {status:#}"
+            );
+        }
+        // The diff of the two snapshots names the version move.
+        let diff = kp_with(&dir, &["diff", "hop"], &cluster.kubeconfig);
+        assert_eq!(diff.code, 0, "{}\n{}", diff.stdout, diff.stderr);
+        assert!(
+            diff.stdout.contains(FROM) && diff.stdout.contains(TO),
+            "{}",
+            diff.stdout
         );
     }
-    // Every node went through the group; drain evicted the pods.
-    let status = kp_with(&dir, &["status", "hop", "-o", "json"], &cluster.kubeconfig);
-    let status: Value = serde_json::from_str(&status.stdout).expect("json");
-    for member in ["nodes.cordon", "nodes.drain", "nodes.kubelet", "nodes.ready", "nodes.uncordon"] {
-        let nodes: Vec<&Value> = status["steps"]
-            .as_array()
-            .expect("steps")
-            .iter()
-            .filter(|s| s["id"] == member && s["instance"] != "global")
-            .collect();
-        assert_eq!(nodes.len(), 6, "{member}");
-        assert!(nodes.iter().all(|s| s["state"] == "succeeded"), "{member}: {status:#}");
-    }
-    // The diff of the two snapshots names the version move.
-    let diff = kp_with(&dir, &["diff", "hop"], &cluster.kubeconfig);
-    assert_eq!(diff.code, 0, "{}\n{}", diff.stdout, diff.stderr);
-    assert!(diff.stdout.contains(FROM) && diff.stdout.contains(TO), "{}", diff.stdout);
-});
+);

@@ -418,3 +418,110 @@ kptest!(
         );
     }
 );
+
+/// Runs kpilot until `file` appears in `dir`, then kill -9.
+fn kill_9_when(dir: &Dir, args: &[&str], file: &str) {
+    let mut child = dir
+        .cmd(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !dir.exists(file) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{file} never appeared"
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "kpilot ended before {file}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    crate::util::kill_9_and_wait_for_guardians(child);
+}
+
+/// A group whose `upgrade` member (not idempotent) waits for the file `go`
+/// on node n01; kill -9 while it waits, resume, then follow what kpilot
+/// prints for the member: `decision` is `--retry` or `--skip`.
+fn member_held_then(decision: &str) -> Dir {
+    let dir = Dir::new();
+    inventory(&dir, 3, &[]);
+    let members = [
+        logging("cordon", "", ""),
+        "        - id: upgrade\n          needs: [cordon]\n          executor: global\n          command: [sh, -c, \"echo $KPILOT_INSTANCE upgrade start >> log; touch started-$KPILOT_INSTANCE; while [ $KPILOT_INSTANCE = n01 ] && [ ! -e go ]; do sleep 0.05; done; echo $KPILOT_INSTANCE upgrade end >> log\"]\n".to_owned(),
+        logging("uncordon", "upgrade", ""),
+    ]
+    .concat();
+    dir.write("wf.yaml", &workflow("{maxUnavailable: 1}", &members));
+    kill_9_when(&dir, &["run", "wf.yaml", "--run-id", "r"], "started-n01");
+    let plain = dir.kp(&["resume", "r"]);
+    assert_eq!(plain.code, 3, "{}\n{}", plain.stdout, plain.stderr);
+    // n01 is held out; n02 never started (maxUnavailable 1).
+    let lines = log_lines(&dir);
+    assert!(!lines.iter().any(|(n, _, _)| n == "n02"), "{lines:?}");
+    let status = dir.kp(&["status", "r"]);
+    let printed = format!("{}\n{}", plain.stderr, status.stdout);
+    let command: Vec<String> = printed
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("kpilot "))
+        .filter(|l| l.contains(decision) && l.contains("roll.upgrade"))
+        .map(|l| {
+            l.split_whitespace()
+                .map(|a| {
+                    if a == "TEXT" {
+                        "checked-by-hand".to_owned()
+                    } else {
+                        a.to_owned()
+                    }
+                })
+                .collect()
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no `{decision} roll.upgrade` printed:\n{printed}"));
+    dir.write("go", "");
+    let ran = dir.kp(&command.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(ran.code, 0, "{command:?}: {}\n{}", ran.stdout, ran.stderr);
+    let lines = log_lines(&dir);
+    for node in ["n00", "n01", "n02"] {
+        assert!(
+            lines.contains(&(node.into(), "uncordon".into(), "end".into())),
+            "{node}: {lines:?}"
+        );
+    }
+    dir
+}
+
+kptest!(a_member_held_after_kill_9_is_retried_as_printed, |_d| {
+    let dir = member_held_then("--retry");
+    let starts = log_lines(&dir)
+        .iter()
+        .filter(|(n, m, e)| n == "n01" && m == "upgrade" && e == "start")
+        .count();
+    assert_eq!(starts, 2, "the retried member ran again on n01");
+});
+
+kptest!(a_member_held_after_kill_9_is_skipped_as_printed, |_d| {
+    let dir = member_held_then("--skip");
+    let starts = log_lines(&dir)
+        .iter()
+        .filter(|(n, m, e)| n == "n01" && m == "upgrade" && e == "start")
+        .count();
+    assert_eq!(starts, 1, "a vouched member does not run again");
+    let status = dir.status("r");
+    let n01 = status["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "roll.upgrade" && s["instance"] == "n01")
+        .expect("roll.upgrade on n01")
+        .clone();
+    assert!(
+        n01["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("checked-by-hand"),
+        "{n01:#}"
+    );
+});
