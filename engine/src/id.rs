@@ -162,4 +162,15 @@ mod tests {
             assert!(RunId::parse(id.as_str()).is_ok(), "{id}");
         }
     }
+
+    #[test]
+    fn a_member_id_is_two_step_ids_joined_by_one_dot() {
+        let group = StepId::parse("workers").unwrap();
+        let member = StepId::member(&group, "drain").unwrap();
+        assert_eq!(member.as_str(), "workers.drain");
+        assert_eq!(member.split_member(), Some(("workers", "drain")));
+        for bad in ["a..b", ".a", "a.", "a.b.c", "A.b", "a.-b"] {
+            assert!(StepId::parse(bad).is_err(), "{bad}");
+        }
+    }
 }
