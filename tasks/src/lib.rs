@@ -9,7 +9,10 @@
 //! that a timeout or a stop kills everything they started.
 //! [`apis`] finds removed and deprecated Kubernetes APIs in manifests and in a
 //! cluster; checks read it through `query: {removedApis: ...}` ([`data::apis`]).
+//! [`actions`] cordons, uncordons and drains nodes (`cordon`, `uncordon`,
+//! `drain`) and undoes a run's cordons (node safety).
 
+pub mod actions;
 pub mod agent;
 pub mod apis;
 pub mod data;
@@ -39,9 +42,16 @@ pub fn registry() -> TaskRegistry {
 /// Nothing connects until a check queries `cluster.*`.
 pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
     let mut registry = TaskRegistry::new();
-    registry.register(Box::new(task::check::CheckKind::new(Arc::new(
-        data::Cluster::new(cluster),
-    ))));
+    // One cluster for every kind: one connection, made on first use.
+    let cluster = Arc::new(data::Cluster::new(cluster));
+    registry.register(Box::new(task::check::CheckKind::new(Arc::clone(&cluster))));
+    registry.register(Box::new(task::node_action::NodeActionKind::cordon(
+        Arc::clone(&cluster),
+    )));
+    registry.register(Box::new(task::node_action::NodeActionKind::uncordon(
+        Arc::clone(&cluster),
+    )));
+    registry.register(Box::new(task::node_action::NodeActionKind::drain(cluster)));
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));
     registry.register(Box::new(task::trace::TraceKind));

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod command;
+pub mod node_action;
 pub mod script;
 pub mod trace;
 
