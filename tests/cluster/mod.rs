@@ -16,6 +16,7 @@ mod drivers;
 mod flags;
 mod gate;
 mod inspect;
+mod node_actions;
 mod nodes;
 mod shipped;
 mod unreachable;
