@@ -237,10 +237,11 @@ impl RunView {
             "nodes this run cordoned and has not uncordoned: {}\n",
             self.cordoned.join(", ")
         );
-        let _ = writeln!(
-            out,
-            "  `kpilot abort {id} --restore` uncordons them and ends the run"
-        );
+        let ends = match self.run.state {
+            RunState::Succeeded | RunState::Aborted => "",
+            _ => " and ends the run",
+        };
+        let _ = writeln!(out, "  `kpilot abort {id} --restore` uncordons them{ends}");
         if matches!(self.run.state, RunState::Blocked | RunState::Running)
             && self.driven_by.is_none()
         {

@@ -217,10 +217,12 @@ kptest!(cordon_and_uncordon_undo_only_the_runs_own_cordon, |dir| {
 kind: Workflow
 metadata: {{name: cordon}}
 spec:
+  params:
+    - name: label
   steps:
     - id: cordon
       phase: upgrade
-      cordon: {{selector: "kpilot-test={label}"}}
+      cordon: {{selector: "kpilot-test={{{{params.label}}}}"}}
     - id: look
       phase: upgrade
       needs: [cordon]
@@ -233,24 +235,25 @@ spec:
         ),
     );
     let wf = wf.display().to_string();
-    kp(&dir, &["run", &wf, "--run-id", "r"]).expect(3);
+    let param = format!("label={label}");
+    kp(&dir, &["run", &wf, "--run-id", "r", "-p", &param]).expect(3);
     assert!(unschedulable(&free));
     assert_eq!(cordoned_by(&free).as_deref(), Some("r"));
     assert!(unschedulable(&persons));
     assert_eq!(cordoned_by(&persons), None);
     let output = step_output(&dir, "r", "cordon");
-    assert_eq!(strings(&output["cordoned"]), [free.clone()], "{output}");
-    assert_eq!(strings(&output["alreadyCordoned"]), [persons.clone()]);
+    assert_eq!(strings(&output["cordoned"]), [free.as_str()], "{output}");
+    assert_eq!(strings(&output["alreadyCordoned"]), [persons.as_str()]);
     // While the run waits, status names the node it holds cordoned.
-    assert_eq!(strings(&dir.status("r")["cordoned"]), [free.clone()]);
+    assert_eq!(strings(&dir.status("r")["cordoned"]), [free.as_str()]);
 
     kp(&dir, &["approve", "r", "look"]).expect(0);
     assert!(!unschedulable(&free));
     assert_eq!(cordoned_by(&free), None);
     assert!(unschedulable(&persons), "a person's cordon was undone");
     let output = step_output(&dir, "r", "uncordon");
-    assert_eq!(strings(&output["uncordoned"]), [free.clone()], "{output}");
-    assert_eq!(strings(&output["leftCordoned"]), [persons.clone()]);
+    assert_eq!(strings(&output["uncordoned"]), [free.as_str()], "{output}");
+    assert_eq!(strings(&output["leftCordoned"]), [persons.as_str()]);
     assert_eq!(dir.status("r")["cordoned"], json!([]));
 });
 
@@ -576,7 +579,7 @@ kptest!(a_failed_run_restores_its_cordons_or_says_how, |dir| {
     let ran = kp(&dir, &["run", &wf, "--run-id", "plain"]).expect(1);
     assert!(unschedulable(&n));
     assert!(ran.stderr.contains(&n), "{}", ran.stderr);
-    assert_eq!(strings(&dir.status("plain")["cordoned"]), [n.clone()]);
+    assert_eq!(strings(&dir.status("plain")["cordoned"]), [n.as_str()]);
     let status = dir.kp(&["status", "plain"]).expect(0);
     assert!(status.stdout.contains(&n), "{}", status.stdout);
     let abort = printed_command(&status.stdout, "kpilot abort");

@@ -302,7 +302,7 @@ async fn drain_into(
     let mut pending = plan.evict.clone();
     let mut evicted: Vec<PodRef> = Vec::new();
     let mut refused_since: BTreeMap<PodRef, Instant> = BTreeMap::new();
-    let mut refusals: BTreeMap<PodRef, String> = BTreeMap::new();
+    let mut blockers: BTreeMap<PodRef, String> = BTreeMap::new();
     let mut failures: Vec<String> = Vec::new();
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -332,12 +332,12 @@ async fn drain_into(
                 // Gone already, or a new pod under that name (UID precondition).
                 Err(e) if api_code(&e) == Some(404) || api_code(&e) == Some(409) => {}
                 Err(e) if api_code(&e) == Some(429) => {
-                    refused_since
-                        .entry(pod.clone())
-                        .or_insert_with(Instant::now);
                     let why = pdb_blocking(&client, &pod).await;
-                    tracing::warn!(pod = %pod, "eviction refused ({why}); trying again");
-                    refusals.insert(pod.clone(), format!("pod {pod}: eviction refused by {why}"));
+                    if !refused_since.contains_key(&pod) {
+                        refused_since.insert(pod.clone(), Instant::now());
+                        tracing::warn!(pod = %pod, "eviction refused by {why}; trying again until the step's deadline");
+                    }
+                    blockers.insert(pod.clone(), why);
                     next.push(pod);
                 }
                 Err(e) => failures.push(format!("pod {pod}: eviction failed: {}", api_message(&e))),
@@ -347,17 +347,15 @@ async fn drain_into(
             break;
         }
         if Instant::now() + backoff >= deadline {
-            // Say how long each was refused, as of now.
             let now = Instant::now();
-            let mut lines: Vec<String> = next
-                .iter()
-                .map(|p| {
-                    let since = refused_since.get(p).copied().unwrap_or(now);
-                    refusal_final(p, refusals.get(p), now.duration_since(since))
-                })
-                .collect();
-            lines.extend(failures);
-            return Err(lines.join("; "));
+            let mut message = refused_message(&next, &blockers, |p| {
+                now.duration_since(refused_since.get(p).copied().unwrap_or(now))
+            });
+            for failure in failures {
+                message.push_str("; ");
+                message.push_str(&failure);
+            }
+            return Err(message);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -445,14 +443,42 @@ async fn pdb_blocking(client: &kube::Client, pod: &PodRef) -> String {
     }
 }
 
-fn refusal_final(pod: &PodRef, last: Option<&String>, refused_for: Duration) -> String {
-    let head = last
-        .cloned()
-        .unwrap_or_else(|| format!("pod {pod}: eviction refused"));
-    let secs = Duration::from_secs(refused_for.as_secs().max(1));
+/// Why the drain gave up: the pods still refused, grouped by what refused
+/// them, each with how long it was refused, and what to do.
+fn refused_message(
+    pods: &[PodRef],
+    blockers: &BTreeMap<PodRef, String>,
+    refused_for: impl Fn(&PodRef) -> Duration,
+) -> String {
+    let mut by_blocker: BTreeMap<&str, Vec<&PodRef>> = BTreeMap::new();
+    for pod in pods {
+        let why = blockers
+            .get(pod)
+            .map(String::as_str)
+            .unwrap_or("the API server");
+        by_blocker.entry(why).or_default().push(pod);
+    }
+    let parts: Vec<String> = by_blocker
+        .into_iter()
+        .map(|(why, pods)| {
+            let longest = pods
+                .iter()
+                .map(|p| refused_for(p))
+                .max()
+                .unwrap_or_default();
+            let secs = Duration::from_secs(longest.as_secs().max(1));
+            let names: Vec<String> = pods.iter().map(ToString::to_string).collect();
+            let which = if names.len() == 1 { "pod" } else { "pods" };
+            format!(
+                "{which} {}: eviction refused by {why} for {}",
+                names.join(", "),
+                humantime::format_duration(secs)
+            )
+        })
+        .collect();
     format!(
-        "{head} for {}; relax the PodDisruptionBudget (or let the workload gain a ready replica), then run the step again",
-        humantime::format_duration(secs)
+        "{}; relax the PodDisruptionBudget (or let the workload gain ready replicas), then run the step again",
+        parts.join("; ")
     )
 }
 
@@ -561,6 +587,28 @@ mod tests {
         assert!(eviction(&p, None)["deleteOptions"]
             .get("gracePeriodSeconds")
             .is_none());
+    }
+
+    #[test]
+    fn refusals_are_grouped_by_the_pdb_that_refused() {
+        let p = |n: &str| PodRef {
+            namespace: "ns".into(),
+            name: n.into(),
+            uid: n.into(),
+        };
+        let x = "PodDisruptionBudget ns/x (0 disruptions allowed)".to_owned();
+        let y = "PodDisruptionBudget ns/y (0 disruptions allowed)".to_owned();
+        let blockers: BTreeMap<PodRef, String> =
+            [(p("a"), x.clone()), (p("b"), x), (p("c"), y)].into();
+        let message = refused_message(&[p("a"), p("b"), p("c")], &blockers, |_| {
+            Duration::from_secs(300)
+        });
+        assert_eq!(
+            message,
+            "pods ns/a, ns/b: eviction refused by PodDisruptionBudget ns/x (0 disruptions allowed) for 5m; \
+             pod ns/c: eviction refused by PodDisruptionBudget ns/y (0 disruptions allowed) for 5m; \
+             relax the PodDisruptionBudget (or let the workload gain ready replicas), then run the step again"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod drain;
 pub mod safety;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -21,6 +22,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{json, Value};
 
 use crate::data::{chain, Cluster};
+use crate::params::Template;
 
 /// The annotation naming the run that cordoned a node.
 pub const CORDONED_BY: &str = "kpilot.io/cordoned-by";
@@ -77,16 +79,21 @@ pub(crate) fn api_code(e: &kube::Error) -> Option<u16> {
 pub enum NodeChoice {
     /// The node of the per-node instance (`cordon: {}`).
     Instance,
-    /// Nodes by name (`nodes: [a, b]`).
-    Names(Vec<String>),
-    /// Nodes by label selector (`selector: "role=worker"`).
-    Selector(String),
+    /// Nodes by name (`nodes: [a, b]`), each maybe holding `{{params.NAME}}`.
+    Names(Vec<Template>),
+    /// Nodes by label selector (`selector: "role=worker"`), maybe holding
+    /// `{{params.NAME}}`.
+    Selector(Template),
 }
 
 impl NodeChoice {
-    /// Reads `nodes` or `selector` of a body (`kind` names it in errors);
-    /// neither means the instance's node.
-    pub fn parse(kind: &str, body: &serde_yaml::Mapping) -> Result<Self, String> {
+    /// Reads `nodes` or `selector` of a body (`kind` names it in errors;
+    /// `params` are the workflow's); neither means the instance's node.
+    pub fn parse(
+        kind: &str,
+        body: &serde_yaml::Mapping,
+        params: &[String],
+    ) -> Result<Self, String> {
         let nodes = body.get("nodes");
         let selector = body.get("selector");
         match (nodes, selector) {
@@ -105,15 +112,16 @@ impl NodeChoice {
                 }
                 let mut names = Vec::new();
                 for item in items {
-                    match item.as_str() {
-                        Some(s) if valid_name(s) => names.push(s.to_owned()),
-                        Some(s) => {
-                            return Err(format!(
-                                "`{kind}.nodes`: `{s}` is not a node name (lower-case letters, digits, `-` and `.`); {hint}"
-                            ))
-                        }
-                        None => return Err(format!("`{kind}.nodes` holds a non-string; {hint}")),
+                    let Some(s) = item.as_str() else {
+                        return Err(format!("`{kind}.nodes` holds a non-string; {hint}"));
+                    };
+                    let name =
+                        Template::parse(s, params).map_err(|e| format!("`{kind}.nodes`: {e}"))?;
+                    // A name with a param is checked once it is known.
+                    if !s.contains("{{") {
+                        check_name(kind, s)?;
                     }
+                    names.push(name);
                 }
                 Ok(NodeChoice::Names(names))
             }
@@ -123,21 +131,25 @@ impl NodeChoice {
                         "`{kind}.selector` is not a string; write a label selector, like `{kind}: {{selector: \"role=worker\"}}`"
                     ));
                 };
-                check_selector(text).map_err(|e| {
-                    format!("`{kind}.selector`: {e}; write a label selector, like \"role=worker\"")
-                })?;
-                Ok(NodeChoice::Selector(text.to_owned()))
+                let template =
+                    Template::parse(text, params).map_err(|e| format!("`{kind}.selector`: {e}"))?;
+                if !text.contains("{{") {
+                    check_selector(kind, "selector", text)?;
+                }
+                Ok(NodeChoice::Selector(template))
             }
             (None, None) => Ok(NodeChoice::Instance),
         }
     }
 
     /// The node names, read from the cluster for a selector; `instance` is
-    /// the instance the attempt runs for (`global` on the global executor).
+    /// the instance the attempt runs for (`global` on the global executor),
+    /// `params` the run's.
     pub async fn resolve(
         &self,
         kind: &str,
         instance: &str,
+        params: &BTreeMap<String, String>,
         cluster: &Cluster,
     ) -> Result<Vec<String>, String> {
         match self {
@@ -147,8 +159,16 @@ impl NodeChoice {
                 ))
             }
             NodeChoice::Instance => Ok(vec![instance.to_owned()]),
-            NodeChoice::Names(names) => Ok(names.clone()),
+            NodeChoice::Names(names) => names
+                .iter()
+                .map(|t| {
+                    let name = t.render(params);
+                    check_name(kind, &name).map(|()| name)
+                })
+                .collect(),
             NodeChoice::Selector(selector) => {
+                let selector = &selector.render(params);
+                check_selector(kind, "selector", selector)?;
                 let client = cluster.client().await.map_err(|e| e.to_string())?;
                 let api: Api<Node> = Api::all(client);
                 let list = api
@@ -181,9 +201,24 @@ fn valid_name(s: &str) -> bool {
         && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
-/// Checks a label selector's syntax, as the API server reads it.
-pub fn check_selector(text: &str) -> Result<(), String> {
-    crate::agent::Selector::parse(text).map(|_| ())
+fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "`{kind}.nodes`: `{name}` is not a node name (lower-case letters, digits, `-` and `.`); write node names as a list, like `{kind}: {{nodes: [worker-1, worker-2]}}`"
+    ))
+}
+
+/// Checks the syntax of the label selector in `kind.field`.
+pub fn check_selector(kind: &str, field: &str, text: &str) -> Result<(), String> {
+    crate::agent::Selector::parse(text)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "`{kind}.{field}`: {e}; write a label selector, like `{field}: \"role=worker\"`"
+            )
+        })
 }
 
 /// Reads a boolean field of a body.
@@ -499,22 +534,28 @@ mod tests {
     #[test]
     fn node_choice_reads_names_a_selector_or_the_instance() {
         let m = |t: &str| body(t).as_mapping().cloned().unwrap_or_default();
+        let params = ["pool".to_owned()];
+        let parse = |t: &str| NodeChoice::parse("cordon", &m(t), &params);
+        let t = |s: &str| Template::parse(s, &params).expect("template");
+        assert_eq!(parse("{}"), Ok(NodeChoice::Instance));
         assert_eq!(
-            NodeChoice::parse("cordon", &m("{}")),
-            Ok(NodeChoice::Instance)
+            parse("{nodes: [a, b]}"),
+            Ok(NodeChoice::Names(vec![t("a"), t("b")]))
         );
         assert_eq!(
-            NodeChoice::parse("cordon", &m("{nodes: [a, b]}")),
-            Ok(NodeChoice::Names(vec!["a".into(), "b".into()]))
+            parse("{selector: role=worker}"),
+            Ok(NodeChoice::Selector(t("role=worker")))
         );
         assert_eq!(
-            NodeChoice::parse("cordon", &m("{selector: role=worker}")),
-            Ok(NodeChoice::Selector("role=worker".into()))
+            parse("{selector: \"pool={{params.pool}}\"}"),
+            Ok(NodeChoice::Selector(t("pool={{params.pool}}")))
         );
-        let both = NodeChoice::parse("cordon", &m("{selector: a=b, nodes: [a]}")).unwrap_err();
+        let both = parse("{selector: a=b, nodes: [a]}").unwrap_err();
         assert!(both.contains("both"), "{both}");
-        let bad = NodeChoice::parse("cordon", &m("{nodes: [Not_A_Name]}")).unwrap_err();
+        let bad = parse("{nodes: [Not_A_Name]}").unwrap_err();
         assert!(bad.contains("Not_A_Name"), "{bad}");
+        let unknown = parse("{nodes: [\"{{params.nope}}\"]}").unwrap_err();
+        assert!(unknown.contains("nope"), "{unknown}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::actions::drain::{self, DrainOptions};
 use crate::actions::{self, mapping, Cordoned, NodeChoice, Uncordoned};
 use crate::data::Cluster;
+use crate::params::Template;
 
 /// How long a drain may take when its step has no `timeout`: a drain
 /// blocked by a PodDisruptionBudget must end, not hang (kubectl's does).
@@ -72,6 +73,8 @@ pub struct NodeAction {
     action: Action,
     nodes: NodeChoice,
     drain: DrainOptions,
+    /// `drain.podSelector`, rendered with the run's params.
+    pod_selector: Option<Template>,
     cluster: Arc<Cluster>,
 }
 
@@ -93,7 +96,7 @@ impl TaskKind for NodeActionKind {
     fn parse(
         &self,
         body: &serde_yaml::Value,
-        _ctx: &ParseContext<'_>,
+        ctx: &ParseContext<'_>,
     ) -> Result<Arc<dyn Task>, String> {
         let kind = self.action.name();
         let fields: &[&str] = match self.action {
@@ -108,7 +111,8 @@ impl TaskKind for NodeActionKind {
             ],
         };
         let map = mapping(kind, body, fields)?;
-        let nodes = NodeChoice::parse(kind, &map)?;
+        let nodes = NodeChoice::parse(kind, &map, ctx.params)?;
+        let mut pod_selector = None;
         let mut drain = DrainOptions::default();
         if self.action == Action::Drain {
             drain.delete_empty_dir_data = actions::flag(kind, &map, "deleteEmptyDirData")?;
@@ -117,19 +121,23 @@ impl TaskKind for NodeActionKind {
                 drain.grace_period = Some(actions::seconds(kind, "gracePeriod", v)?);
             }
             if let Some(v) = map.get("podSelector") {
-                let hint = "write a label selector, like `podSelector: \"app!=kpilot\"`";
                 let Some(text) = v.as_str() else {
-                    return Err(format!("`drain.podSelector` is not a string; {hint}"));
+                    return Err("`drain.podSelector` is not a string; write a label selector, like `podSelector: \"app!=kpilot\"`".into());
                 };
-                actions::check_selector(text)
-                    .map_err(|e| format!("`drain.podSelector`: {e}; {hint}"))?;
-                drain.pod_selector = Some(text.to_owned());
+                if !text.contains("{{") {
+                    actions::check_selector(kind, "podSelector", text)?;
+                }
+                pod_selector = Some(
+                    Template::parse(text, ctx.params)
+                        .map_err(|e| format!("`drain.podSelector`: {e}"))?,
+                );
             }
         }
         Ok(Arc::new(NodeAction {
             action: self.action,
             nodes,
             drain,
+            pod_selector,
             cluster: Arc::clone(&self.cluster),
         }))
     }
@@ -142,7 +150,7 @@ impl Task for NodeAction {
         let kind = self.action.name();
         let nodes = match self
             .nodes
-            .resolve(kind, ctx.instance.as_str(), &self.cluster)
+            .resolve(kind, ctx.instance.as_str(), &ctx.params, &self.cluster)
             .await
         {
             Ok(nodes) => nodes,
@@ -199,12 +207,20 @@ impl Task for NodeAction {
             }
             Action::Drain => {
                 let deadline = started + drain_budget(kpilot_engine::task::time_limit());
+                let mut options = self.drain.clone();
+                if let Some(t) = &self.pod_selector {
+                    let selector = t.render(&ctx.params);
+                    if let Err(e) = actions::check_selector(kind, "podSelector", &selector) {
+                        return TaskOutput::failed(e);
+                    }
+                    options.pod_selector = Some(selector);
+                }
                 let (report, result) = drain::drain(
                     &self.cluster,
                     &ctx.ledger,
                     ctx.step_id.as_str(),
                     &nodes,
-                    &self.drain,
+                    &options,
                     deadline,
                 )
                 .await;
