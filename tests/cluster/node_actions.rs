@@ -636,3 +636,60 @@ kptest!(
         }
     }
 );
+
+kptest!(abort_refuses_a_run_another_process_drives, |dir| {
+    let label = unique("busy");
+    let n = format!("{label}-n");
+    let mut created = Created::default();
+    kwok_node(&mut created, &n, &label);
+    let wf = dir.write(
+        "busy.yaml",
+        &format!(
+            r#"apiVersion: kpilot/v1
+kind: Workflow
+metadata: {{name: busy}}
+spec:
+  steps:
+    - id: cordon
+      phase: upgrade
+      cordon: {{nodes: [{n}]}}
+    - id: wait
+      phase: upgrade
+      needs: [cordon]
+      command: [sleep, "600"]
+"#
+        ),
+    );
+    let wf = wf.display().to_string();
+    let mut child = dir
+        .cmd(&["run", &wf, "--run-id", "r"])
+        .env("KUBECONFIG", kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kpilot starts");
+    wait_until("the run reaches its sleep", || {
+        let ran = dir.kp(&["status", "r", "-o", "json"]);
+        ran.code == 0
+            && serde_json::from_str::<Value>(&ran.stdout)
+                .is_ok_and(|s| step_field(&s, "wait", "state") == "running")
+    });
+    let refused = kp(&dir, &["abort", "r", "--restore"]).expect(2);
+    assert!(
+        refused.stderr.contains("being driven by another process"),
+        "{}",
+        refused.stderr
+    );
+    assert!(unschedulable(&n), "a refused abort uncordoned");
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // Once the driver is gone, the same command goes through.
+    let aborted = kp(&dir, &["abort", "r", "--restore"]).expect(0);
+    assert!(
+        aborted.stderr.contains(&format!("uncordoned node {n}")),
+        "{}",
+        aborted.stderr
+    );
+    assert!(!unschedulable(&n));
+    assert_eq!(dir.status("r")["state"], "aborted");
+});
