@@ -181,3 +181,18 @@ impl TaskRegistry {
         self.kinds.keys().copied().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_attempt_sees_its_steps_time_limit_only_inside_it() {
+        assert_eq!(super::time_limit(), None);
+        let limit = Some(Duration::from_secs(7));
+        let seen = super::within_time_limit(limit, async { super::time_limit() }).await;
+        assert_eq!(seen, limit);
+        let none = super::within_time_limit(None, async { super::time_limit() }).await;
+        assert_eq!(none, None);
+    }
+}
