@@ -236,7 +236,18 @@ spec:
     );
     let wf = wf.display().to_string();
     let param = format!("label={label}");
-    kp(&dir, &["run", &wf, "--run-id", "r", "-p", &param]).expect(3);
+    let blocked = kp(&dir, &["run", &wf, "--run-id", "r", "-p", &param]).expect(3);
+    // The blocked run says which node it holds cordoned, and both ways on.
+    assert!(blocked.stderr.contains(&free), "{}", blocked.stderr);
+    assert_eq!(
+        printed_command(&blocked.stderr, "kpilot abort"),
+        ["kpilot", "abort", "r", "--restore"]
+    );
+    assert!(
+        blocked.stderr.contains("`kpilot resume r` goes on"),
+        "{}",
+        blocked.stderr
+    );
     assert!(unschedulable(&free));
     assert_eq!(cordoned_by(&free).as_deref(), Some("r"));
     assert!(unschedulable(&persons));
