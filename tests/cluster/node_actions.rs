@@ -704,3 +704,70 @@ spec:
     assert!(!unschedulable(&n));
     assert_eq!(dir.status("r")["state"], "aborted");
 });
+
+kptest!(per_node_steps_act_on_their_own_node, |dir| {
+    let label = unique("pernode");
+    let ns = label.clone();
+    let (a, b) = (format!("{label}-a"), format!("{label}-b"));
+    let mut created = Created::default();
+    kwok_node(&mut created, &a, &label);
+    kwok_node(&mut created, &b, &label);
+    namespace(&mut created, &ns);
+    created.create(bare_pod(&ns, "on-a", &a, json!({})));
+    created.create(bare_pod(&ns, "on-b", &b, json!({})));
+    wait_running(&a, 1);
+    wait_running(&b, 1);
+    // The agents are never asked: these steps run in kpilot, for each node.
+    let token = dir.write_secret("token", "0123456789abcdef0123456789abcdef\n");
+    let inventory = dir.write(
+        "inventory.yaml",
+        &format!(
+            "tokenFile: {}\nfingerprint: sha256:{}\ncluster: {{port: 7443}}\n",
+            token.display(),
+            "ab".repeat(32)
+        ),
+    );
+    let step = |id: &str, body: &str, needs: &str| {
+        format!(
+            "    - id: {id}\n      phase: upgrade\n      executor: per-node\n      nodes: {{selector: \"kpilot-test={label}\"}}\n{needs}      {body}\n"
+        )
+    };
+    let wf = dir.write(
+        "pernode.yaml",
+        &format!(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: pernode}}\nspec:\n  steps:\n{}{}{}",
+            step("cordon", "cordon: {}", ""),
+            step("drain", "drain: {force: true, gracePeriod: 0s}", "      needs: [cordon]\n"),
+            step("uncordon", "uncordon: {}", "      needs: [drain]\n"),
+        ),
+    );
+    let inv = inventory.display().to_string();
+    let wf = wf.display().to_string();
+    kp(&dir, &["run", &wf, "--run-id", "r", "--inventory", &inv]).expect(0);
+    let status = dir.status("r");
+    let output = |step: &str, node: &str| -> Value {
+        status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == step && s["instance"] == node)
+            .map(|s| s["output"].clone())
+            .unwrap_or_else(|| panic!("no {step} on {node}: {status}"))
+    };
+    for (node, pod) in [(&a, "on-a"), (&b, "on-b")] {
+        assert_eq!(
+            strings(&output("cordon", node)["cordoned"]),
+            [node.as_str()]
+        );
+        assert_eq!(
+            strings(&output("drain", node)["evicted"]),
+            [format!("{ns}/{pod}")]
+        );
+        assert_eq!(
+            strings(&output("uncordon", node)["uncordoned"]),
+            [node.as_str()]
+        );
+        assert!(!unschedulable(node));
+        assert!(pods_on(node).is_empty(), "{:?}", pods_on(node));
+    }
+});
