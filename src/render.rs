@@ -23,6 +23,9 @@ pub struct RunView {
     pub rows: Vec<Row>,
     /// Set when another process drives the run and this is its last snapshot.
     pub driven_by: Option<Option<u32>>,
+    /// The nodes the run still has cordoned, by its ledger (unknown, so
+    /// empty, while another process drives it).
+    pub cordoned: Vec<String>,
 }
 
 /// A run as the store keeps it; when another process holds it, its last
@@ -31,10 +34,23 @@ pub fn load_snapshot(
     state: &StateDir,
     id: &RunId,
 ) -> anyhow::Result<(Snapshot, Option<Option<u32>>)> {
+    load_with_cordoned(state, id).map(|(s, d, _)| (s, d))
+}
+
+/// [`load_snapshot`], and the nodes the run still has cordoned.
+#[allow(clippy::type_complexity)]
+fn load_with_cordoned(
+    state: &StateDir,
+    id: &RunId,
+) -> anyhow::Result<(Snapshot, Option<Option<u32>>, Vec<String>)> {
     match RunStore::open_to_read(state, id) {
-        Ok(store) => Ok((store.snapshot()?, None)),
+        Ok(store) => Ok((
+            store.snapshot()?,
+            None,
+            kpilot_tasks::actions::safety::cordoned(&store.ledger()),
+        )),
         Err(StoreError::Busy { pid, .. }) => match state.snapshot(id)? {
-            Some(s) => Ok((s, Some(pid))),
+            Some(s) => Ok((s, Some(pid), Vec::new())),
             None => Err(StoreError::Busy {
                 id: id.clone(),
                 pid,
@@ -48,8 +64,10 @@ pub fn load_snapshot(
 impl RunView {
     /// Reads a run; when another process holds it, reads its last snapshot.
     pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
-        let (snapshot, driven_by) = load_snapshot(state, id)?;
-        Ok(Self::new(snapshot, driven_by))
+        let (snapshot, driven_by, cordoned) = load_with_cordoned(state, id)?;
+        let mut view = Self::new(snapshot, driven_by);
+        view.cordoned = cordoned;
+        Ok(view)
     }
 
     /// A view of a snapshot; `driven_by` is set when another process holds the run.
@@ -98,6 +116,7 @@ impl RunView {
             run,
             rows,
             driven_by,
+            cordoned: Vec::new(),
         }
     }
 
@@ -207,10 +226,35 @@ impl RunView {
         out
     }
 
+    /// The nodes the run still has cordoned and the commands that deal with
+    /// them, as lines a person reads (empty when there are none).
+    pub fn cordoned_text(&self) -> String {
+        if self.cordoned.is_empty() {
+            return String::new();
+        }
+        let id = &self.run.id;
+        let mut out = format!(
+            "nodes this run cordoned and has not uncordoned: {}\n",
+            self.cordoned.join(", ")
+        );
+        let ends = match self.run.state {
+            RunState::Succeeded | RunState::Aborted => "",
+            _ => " and ends the run",
+        };
+        let _ = writeln!(out, "  `kpilot abort {id} --restore` uncordons them{ends}");
+        if matches!(self.run.state, RunState::Blocked | RunState::Running)
+            && self.driven_by.is_none()
+        {
+            let _ = writeln!(out, "  `kpilot resume {id}` goes on with the run instead");
+        }
+        out
+    }
+
     /// The whole status as JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let mut run = self.summary_json();
         run["params"] = serde_json::json!(self.run.params);
+        run["cordoned"] = serde_json::json!(self.cordoned);
         run["waiting"] = serde_json::json!(self
             .waiting()
             .into_iter()
@@ -276,9 +320,14 @@ pub fn time(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_default()
 }
 
-/// Prints how a run ended: its steps, and what a person can do next.
-pub fn outcome(outcome: &RunOutcome) -> Result<(), crate::output::OutputError> {
-    let view = RunView::new(outcome.snapshot.clone(), None);
+/// Prints how a run ended: its steps, and what a person can do next;
+/// `cordoned` are the nodes it still has cordoned.
+pub fn outcome(
+    outcome: &RunOutcome,
+    cordoned: Vec<String>,
+) -> Result<(), crate::output::OutputError> {
+    let mut view = RunView::new(outcome.snapshot.clone(), None);
+    view.cordoned = cordoned;
     let id = &view.run.id;
     crate::out!("{}", view.table())?;
     for failure in &outcome.internal {
@@ -295,6 +344,11 @@ pub fn outcome(outcome: &RunOutcome) -> Result<(), crate::output::OutputError> {
             }
             eprint!("{}", view.waiting_text());
         }
+        RunState::Aborted => eprintln!("kpilot: run {id} was aborted"),
+    }
+    let cordoned = view.cordoned_text();
+    if !cordoned.is_empty() {
+        eprint!("kpilot: {cordoned}");
     }
     Ok(())
 }

@@ -120,6 +120,8 @@ pub enum RunState {
     Failed,
     /// A gate did not pass, an approval waits or a step was interrupted.
     Blocked,
+    /// A person ended it with `kpilot abort`: it is never driven again.
+    Aborted,
 }
 
 impl RunState {
@@ -130,6 +132,7 @@ impl RunState {
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Blocked => "blocked",
+            RunState::Aborted => "aborted",
         }
     }
 }
@@ -254,6 +257,13 @@ pub enum EventKind {
         reason: Option<String>,
         /// Who.
         by: String,
+    },
+    /// A person aborted the run (`kpilot abort`).
+    Aborted {
+        /// Who.
+        by: String,
+        /// Why, as given with `--reason`.
+        reason: Option<String>,
     },
     /// The run reached a state.
     RunEnded {

@@ -75,6 +75,27 @@ impl TaskOutput {
     }
 }
 
+tokio::task_local! {
+    static TIME_LIMIT: Option<std::time::Duration>;
+}
+
+/// Runs `attempt` knowing its step's time limit, which the task reads with
+/// [`time_limit`]: a task that waits on the cluster (a drain blocked by a
+/// PodDisruptionBudget) ends itself a moment before the limit, to say what
+/// it waited for instead of being cut off mid-sentence.
+pub async fn within_time_limit<F: std::future::Future>(
+    limit: Option<std::time::Duration>,
+    attempt: F,
+) -> F::Output {
+    TIME_LIMIT.scope(limit, attempt).await
+}
+
+/// The time limit (`timeout`) of the step whose attempt is running, when its
+/// executor passed it on with [`within_time_limit`].
+pub fn time_limit() -> Option<std::time::Duration> {
+    TIME_LIMIT.try_with(|l| *l).ok().flatten()
+}
+
 /// A parsed step body, ready to run any number of times.
 #[async_trait]
 pub trait Task: Send + Sync + fmt::Debug {
@@ -158,5 +179,20 @@ impl TaskRegistry {
     /// The names of all kinds, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_attempt_sees_its_steps_time_limit_only_inside_it() {
+        assert_eq!(super::time_limit(), None);
+        let limit = Some(Duration::from_secs(7));
+        let seen = super::within_time_limit(limit, async { super::time_limit() }).await;
+        assert_eq!(seen, limit);
+        let none = super::within_time_limit(None, async { super::time_limit() }).await;
+        assert_eq!(none, None);
     }
 }

@@ -295,7 +295,7 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
     };
     let plan = kpilot_engine::validate::validate(&source, &args.cluster.registry())?;
     print_warnings(&plan);
-    let outcome = drive_new(
+    let (outcome, _) = drive_new(
         NewRun {
             file,
             source,

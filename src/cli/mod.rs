@@ -1,5 +1,6 @@
 //! Command-line arguments and the dispatch of each verb to its module.
 
+mod abort;
 mod agent;
 mod approve;
 mod catalog;
@@ -40,6 +41,8 @@ enum Command {
     Run(run::RunArgs),
     /// Go on with a run: after a crash, a block or a repair.
     Resume(resume::ResumeArgs),
+    /// End a run for good; with --restore, uncordon the nodes it cordoned.
+    Abort(abort::AbortArgs),
     /// Approve an approval step and go on with the run.
     Approve(approve::ApproveArgs),
     /// Show every step of a run.
@@ -113,6 +116,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Run(args) => run::run(args, &cli.state).await,
         Command::Resume(args) => resume::resume(args, &cli.state).await,
+        Command::Abort(args) => abort::abort(args, &cli.state).await,
         Command::Approve(args) => approve::approve(args, &cli.state).await,
         Command::Status(args) => status::status(args, &cli.state),
         Command::Runs(args) => runs::runs(args, &cli.state),
@@ -334,6 +338,51 @@ fn executors(
     kpilot_tasks::executors(plan, &options).map_err(|e| Usage(e.to_string()).into())
 }
 
+/// After a drive: a run that ended failed or blocked, with
+/// `spec.onFailure: {restore: true}`, uncordons the nodes it cordoned (not
+/// after a signal: kpilot was asked to stop, not to act). Returns the nodes
+/// it still has cordoned.
+async fn after_drive(
+    plan: &kpilot_engine::Plan,
+    ledger: &kpilot_engine::store::Ledger,
+    outcome: &kpilot_engine::scheduler::RunOutcome,
+    cluster: &ClusterArgs,
+) -> Vec<String> {
+    use kpilot_engine::state::RunState;
+    use kpilot_tasks::actions::safety;
+    let ended_badly = matches!(outcome.state, RunState::Failed | RunState::Blocked);
+    let id = outcome.snapshot.run.id.as_str();
+    if plan.restore_on_failure
+        && ended_badly
+        && outcome.stopped_by.is_none()
+        && !safety::cordoned(ledger).is_empty()
+    {
+        let cluster = kpilot_tasks::data::Cluster::new(cluster.config());
+        match safety::restore(id, ledger, &cluster).await {
+            Ok(restored) => print_restored("spec.onFailure.restore", &restored),
+            Err(e) => {
+                eprintln!("kpilot: spec.onFailure.restore: could not uncordon the run's nodes: {e}")
+            }
+        }
+    }
+    safety::cordoned(ledger)
+}
+
+/// Says what a restore did, each node on a line; `who` is what asked.
+fn print_restored(who: &str, restored: &kpilot_tasks::actions::safety::Restored) {
+    for node in &restored.uncordoned {
+        eprintln!("kpilot: {who}: uncordoned node {node}");
+    }
+    for node in &restored.left_cordoned {
+        eprintln!(
+            "kpilot: {who}: left node {node} cordoned: this run did not cordon it (a person or another run did)"
+        );
+    }
+    for node in &restored.gone {
+        eprintln!("kpilot: {who}: node {node} no longer exists");
+    }
+}
+
 /// The exit code for how a drive of a run ended: 4 when kpilot itself
 /// failed in it, else what the run's state means.
 fn exit_for(outcome: &kpilot_engine::scheduler::RunOutcome) -> Exit {
@@ -345,5 +394,6 @@ fn exit_for(outcome: &kpilot_engine::scheduler::RunOutcome) -> Exit {
         RunState::Succeeded => Exit::Passed,
         RunState::Failed => Exit::Failed,
         RunState::Blocked | RunState::Running => Exit::Blocked,
+        RunState::Aborted => Exit::Failed,
     }
 }

@@ -98,9 +98,16 @@ pub async fn drive(
     let state_dir = state.state_dir()?;
     let store = RunStore::open(&state_dir, &id)?;
     let record = store.run()?;
+    if record.state == kpilot_engine::state::RunState::Aborted {
+        return Err(Usage(format!(
+            "run {id} was aborted (`kpilot abort`) and cannot be {verb}d; start a new run of its workflow instead"
+        ))
+        .into());
+    }
     let plan = Arc::new(replan(&record, &cluster.registry())?);
     eprintln!("kpilot: {verb} run {id} of workflow `{}`", plan.name);
     let progress = Progress::new(&plan);
+    let ledger = store.ledger();
     let outcome = kpilot_engine::scheduler::resume(
         Arc::clone(&plan),
         store,
@@ -111,6 +118,7 @@ pub async fn drive(
     )
     .await?;
     progress.finish();
-    render::outcome(&outcome)?;
+    let cordoned = super::after_drive(&plan, &ledger, &outcome, cluster).await;
+    render::outcome(&outcome, cordoned)?;
     Ok(exit_for(&outcome))
 }

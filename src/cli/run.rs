@@ -67,7 +67,7 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     let (source, plan) = load(&args.file, &args.cluster.registry())?;
     print_warnings(&plan);
     let overrides = parse_params(&args.params)?;
-    let outcome = drive_new(
+    let (outcome, cordoned) = drive_new(
         NewRun {
             file: args.file.clone(),
             source,
@@ -80,7 +80,7 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
         state,
     )
     .await?;
-    render::outcome(&outcome)?;
+    render::outcome(&outcome, cordoned)?;
     Ok(exit_for(&outcome))
 }
 
@@ -101,12 +101,13 @@ pub struct NewRun {
 }
 
 /// Creates the run in the state directory and drives it to its end (or a
-/// block): what `run` and `inspect` share.
+/// block): what `run` and `inspect` share. Also returns the nodes the run
+/// still has cordoned.
 pub async fn drive_new(
     new: NewRun,
     cluster: &ClusterArgs,
     state: &StateArgs,
-) -> anyhow::Result<kpilot_engine::scheduler::RunOutcome> {
+) -> anyhow::Result<(kpilot_engine::scheduler::RunOutcome, Vec<String>)> {
     let NewRun {
         file,
         source,
@@ -147,8 +148,10 @@ pub async fn drive_new(
     );
     let plan = Arc::new(plan);
     let progress = Progress::new(&plan);
+    let ledger = store.ledger();
     let outcome =
         kpilot_engine::scheduler::start(Arc::clone(&plan), store, executors, &progress).await?;
     progress.finish();
-    Ok(outcome)
+    let cordoned = super::after_drive(&plan, &ledger, &outcome, cluster).await;
+    Ok((outcome, cordoned))
 }

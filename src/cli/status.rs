@@ -27,6 +27,7 @@ pub fn status(args: StatusArgs, state: &StateArgs) -> anyhow::Result<Exit> {
             if !waiting.is_empty() {
                 crate::out!("waits on a person:\n{waiting}")?;
             }
+            crate::out!("{}", view.cordoned_text())?;
         }
     }
     Ok(Exit::Passed)

@@ -11,7 +11,10 @@
 //! that a timeout or a stop kills everything they started.
 //! [`apis`] finds removed and deprecated Kubernetes APIs in manifests and in a
 //! cluster; checks read it through `query: {removedApis: ...}` ([`data::apis`]).
+//! [`actions`] cordons, uncordons and drains nodes (`cordon`, `uncordon`,
+//! `drain`) and undoes a run's cordons (node safety).
 
+pub mod actions;
 pub mod agent;
 pub mod apis;
 pub mod data;
@@ -41,9 +44,18 @@ pub fn registry() -> TaskRegistry {
 /// Nothing connects until a check queries `cluster.*`.
 pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
     let mut registry = TaskRegistry::new();
-    // One connection for every kind that reads the cluster.
+    // One cluster for every kind: one connection, made on first use.
     let cluster = Arc::new(data::Cluster::new(cluster));
     registry.register(Box::new(task::check::CheckKind::new(Arc::clone(&cluster))));
+    registry.register(Box::new(task::node_action::NodeActionKind::cordon(
+        Arc::clone(&cluster),
+    )));
+    registry.register(Box::new(task::node_action::NodeActionKind::uncordon(
+        Arc::clone(&cluster),
+    )));
+    registry.register(Box::new(task::node_action::NodeActionKind::drain(
+        Arc::clone(&cluster),
+    )));
     registry.register(Box::new(task::wait::WaitKind::new(Arc::clone(&cluster))));
     registry.register(Box::new(task::snapshot::SnapshotKind::new(cluster)));
     registry.register(Box::new(task::command::CommandKind));

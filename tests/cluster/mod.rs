@@ -17,6 +17,7 @@ mod flags;
 mod gate;
 mod inspect;
 mod kubeadm;
+mod node_actions;
 mod nodes;
 mod shipped;
 mod snapshots;

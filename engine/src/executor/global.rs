@@ -21,7 +21,10 @@ impl Executor for Global {
         match &step.body {
             Body::Task { task, .. } => {
                 let task = Arc::clone(task);
-                Box::pin(async move { task.run(&ctx).await })
+                let limit = step.timeout;
+                Box::pin(crate::task::within_time_limit(limit, async move {
+                    task.run(&ctx).await
+                }))
             }
             other => {
                 let kind = other.kind();

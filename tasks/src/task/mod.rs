@@ -3,6 +3,7 @@
 pub mod check;
 pub mod command;
 pub(crate) mod expect;
+pub mod node_action;
 pub mod script;
 pub mod snapshot;
 pub mod trace;
