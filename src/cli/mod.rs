@@ -6,6 +6,7 @@ mod catalog;
 mod graph;
 mod inspect;
 mod logs;
+mod plan;
 mod report;
 mod resume;
 mod run;
@@ -57,6 +58,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Print the report of an inspection run.
     Report(report::ReportArgs),
+    /// Plan an upgrade: its hops, what each removes and needs, and its workflow (`plan upgrade`).
+    Plan(plan::PlanArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
     /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
@@ -119,6 +122,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Inspect(args) => inspect::inspect(*args, &cli.state).await,
         Command::Catalog(args) => catalog::catalog(args),
         Command::Report(args) => report::report(args, &cli.state),
+        Command::Plan(args) => plan::run(args).await,
         Command::Agent(args) => agent::agent(args).await,
         Command::Trace(args) => trace::trace(args).await,
     }

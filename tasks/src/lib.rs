@@ -9,6 +9,7 @@
 //! that a timeout or a stop kills everything they started.
 //! [`apis`] finds removed and deprecated Kubernetes APIs in manifests and in a
 //! cluster; checks read it through `query: {removedApis: ...}` ([`data::apis`]).
+//! [`upgrade`] plans an upgrade: its hops, what each removes and needs.
 
 pub mod agent;
 pub mod apis;
@@ -18,6 +19,7 @@ pub mod node;
 pub mod params;
 pub mod process;
 pub mod task;
+pub mod upgrade;
 
 use std::sync::Arc;
 
