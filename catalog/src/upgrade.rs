@@ -321,9 +321,11 @@ pub fn workflow(
                     let (scenario, prefix) = match name {
                         "upgrade-pre" => (Scenario::UpgradePre, "pre"),
                         "upgrade-post" => (Scenario::UpgradePost, "post"),
-                        other => return Err(bad(format!(
+                        other => {
+                            return Err(bad(format!(
                             "`catalog: {other}` is no scenario; write upgrade-pre or upgrade-post"
-                        ))),
+                        )))
+                        }
                     };
                     let selection = hop_checks(catalog, hop, scenario)?;
                     let mut params = vec![("to", hop.to.clone()), ("from", hop.from.clone())];
