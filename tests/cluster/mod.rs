@@ -15,8 +15,10 @@ mod catalog_upgrade;
 mod drivers;
 mod flags;
 mod gate;
+mod hop;
 mod inspect;
 mod nodes;
+mod plan;
 mod shipped;
 mod unreachable;
 
