@@ -430,7 +430,7 @@ pub fn workflow(
         ),
         param(
             "controlPlane",
-            "echo \"kpilot: replace this with the command that upgrades the control plane from $HOP_FROM to $HOP_TO: --param controlPlane='kubeadm upgrade apply -y v$HOP_TO' (or your installer's); nothing was changed\" >&2; exit 1".into(),
+            "echo \"kpilot: replace this with the command that upgrades the control plane from $HOP_FROM to $HOP_TO: --param controlPlane=... (your installer's command, e.g. kubeadm upgrade apply of a $HOP_TO patch release); nothing was changed\" >&2; exit 1".into(),
             "bash run on the kpilot host to upgrade the control plane; it sees HOP_FROM, HOP_TO, HOP_COREDNS, HOP_ETCD and HOP_PAUSE",
         ),
         param(
