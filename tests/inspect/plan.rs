@@ -222,6 +222,22 @@ kptest!(
             !out.contains("Removed in 1.13") && !out.contains("Removed in 1.15"),
             "nothing of the table goes in 1.13-1.15:\n{out}"
         );
+        // docs/upgrades.md shows this output: every line it shows is printed.
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/upgrades.md"),
+        )
+        .expect("docs/upgrades.md");
+        let shown = docs
+            .split("$ kpilot plan upgrade --from 1.12 --to 1.16\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/upgrades.md shows `kpilot plan upgrade --from 1.12 --to 1.16`");
+        for line in shown.lines().filter(|l| l.trim() != "...") {
+            assert!(
+                out.lines().any(|l| l == line),
+                "docs/upgrades.md shows {line:?}, which is not printed:\n{out}"
+            );
+        }
         // The command it prints writes the workflow.
         let command = printed_command(out);
         assert_eq!(
