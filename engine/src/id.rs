@@ -71,14 +71,22 @@ impl fmt::Display for RunId {
 pub struct StepId(String);
 
 impl StepId {
-    /// Checks the step id rule: lowercase letters, digits and `-`, starting with a letter or digit.
+    /// Checks the step id rule: lowercase letters, digits and `-`, starting
+    /// with a letter or digit; a member of a group is `GROUP.MEMBER`, two such
+    /// ids joined by a dot.
     pub fn parse(id: &str) -> Result<Self, String> {
-        let ok = !id.is_empty()
-            && id.len() <= 63
-            && !id.starts_with('-')
-            && id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let part = |id: &str| {
+            !id.is_empty()
+                && id.len() <= 63
+                && !id.starts_with('-')
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        let ok = match id.split_once('.') {
+            Some((group, member)) => part(group) && part(member),
+            None => part(id),
+        };
         if ok {
             Ok(StepId(id.to_owned()))
         } else {
@@ -91,6 +99,16 @@ impl StepId {
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The id of `member` of group `group`: `GROUP.MEMBER`.
+    pub fn member(group: &StepId, member: &str) -> Result<Self, String> {
+        StepId::parse(&format!("{}.{member}", group.0))
+    }
+
+    /// The group and the member's own id, for a member of a group.
+    pub fn split_member(&self) -> Option<(&str, &str)> {
+        self.0.split_once('.')
     }
 }
 

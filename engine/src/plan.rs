@@ -77,6 +77,40 @@ pub struct FanOut {
     pub max_parallel: Option<usize>,
     /// Failed instances tolerated before no new one starts.
     pub max_failures: usize,
+    /// The most nodes out at once as written (`nodes.maxUnavailable`),
+    /// resolved against the node count when the nodes are known.
+    pub max_unavailable: Option<crate::workflow::Unavailable>,
+    /// The order the executor lists the nodes in (`nodes.order`).
+    pub order: Option<crate::workflow::NodeOrder>,
+}
+
+impl FanOut {
+    /// The most instances running at once over `nodes` nodes.
+    pub fn limit(&self, nodes: usize) -> usize {
+        match (self.max_unavailable, self.max_parallel) {
+            (Some(u), Some(p)) => u.of(nodes).min(p),
+            (Some(u), None) => u.of(nodes),
+            (None, Some(p)) => p,
+            (None, None) => usize::MAX,
+        }
+    }
+}
+
+/// A step's part in a rolling group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupRole {
+    /// The group: its members run per node, a sub-DAG for each node.
+    Group {
+        /// Its members' indices, in file order.
+        members: Vec<usize>,
+    },
+    /// A member of the group at index `group`.
+    Member {
+        /// The group's index.
+        group: usize,
+        /// The members it waits for on the same node.
+        needs: Vec<Need>,
+    },
 }
 
 /// A declared param.
@@ -120,6 +154,26 @@ pub struct PlannedStep {
     /// `annotations`: texts about the step for whoever reads the run; the
     /// engine keeps them and never acts on them.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// Its part in a rolling group, if any.
+    pub group: Option<GroupRole>,
+}
+
+impl PlannedStep {
+    /// The group this step is a member of.
+    pub fn member_of(&self) -> Option<usize> {
+        match &self.group {
+            Some(GroupRole::Member { group, .. }) => Some(*group),
+            _ => None,
+        }
+    }
+
+    /// The members of this group step (empty for any other step).
+    pub fn members(&self) -> &[usize] {
+        match &self.group {
+            Some(GroupRole::Group { members }) => members,
+            _ => &[],
+        }
+    }
 }
 
 /// An edge into a step.
@@ -141,6 +195,9 @@ pub enum Body {
         /// Shown to the person asked to approve.
         message: String,
     },
+    /// A rolling group: its members (steps of their own, `GROUP.MEMBER`)
+    /// run as a sub-DAG on each node; the group sums them up.
+    Group,
     /// A task of a registered kind.
     Task {
         /// The kind's name (`command`, `script`, ...).
@@ -161,6 +218,7 @@ impl Body {
         match self {
             Body::Gate => "gate",
             Body::Approval { .. } => "approval",
+            Body::Group => "group",
             Body::Task { kind, .. } => kind,
         }
     }

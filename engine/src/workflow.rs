@@ -115,7 +115,17 @@ pub const EXECUTOR_FIELDS: &[&str] = &[
     "maxFailures",
 ];
 /// The keys of a step's `nodes`.
-pub const NODES_FIELDS: &[&str] = &["selector", "maxParallel", "maxFailures"];
+pub const NODES_FIELDS: &[&str] = &[
+    "selector",
+    "maxParallel",
+    "maxUnavailable",
+    "maxFailures",
+    "order",
+];
+/// The keys of a step's `nodes.order`.
+pub const ORDER_FIELDS: &[&str] = &["controlPlaneFirst", "label"];
+/// The keys of a `group` body.
+pub const GROUP_FIELDS: &[&str] = &["steps"];
 /// The keys of a step's `retry`.
 pub const RETRY_FIELDS: &[&str] = &["limit", "backoff"];
 /// The keys of a step's `retry.backoff`.
@@ -158,6 +168,41 @@ pub struct NodesSpec {
     pub max_parallel: Option<usize>,
     /// Failed nodes tolerated; one more stops the rollout (default 0).
     pub max_failures: Option<usize>,
+    /// The most nodes taken out at once, a count or a share of the nodes.
+    pub max_unavailable: Option<Unavailable>,
+    /// The order the nodes are rolled over in.
+    pub order: Option<NodeOrder>,
+}
+
+/// `nodes.maxUnavailable`: a count, or a percentage of the step's nodes
+/// (rounded down, at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unavailable {
+    /// This many nodes.
+    Count(usize),
+    /// This percentage of the nodes.
+    Percent(u32),
+}
+
+impl Unavailable {
+    /// How many of `nodes` nodes may be out at once.
+    pub fn of(self, nodes: usize) -> usize {
+        match self {
+            Unavailable::Count(n) => n.max(1),
+            Unavailable::Percent(p) => (nodes * p as usize / 100).max(1),
+        }
+    }
+}
+
+/// `nodes.order`: control-plane nodes first (labelled
+/// `node-role.kubernetes.io/control-plane`), then by a label's value, then by
+/// name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOrder {
+    /// Nodes with the control-plane role go first.
+    pub control_plane_first: bool,
+    /// Nodes sorted by this label's value (nodes without it last).
+    pub label: Option<String>,
 }
 
 /// The phase a step belongs to.
@@ -209,6 +254,19 @@ pub const STEP_FIELDS: &[&str] = &[
     "retry",
     "timeout",
     "repair",
+    "idempotent",
+    "annotations",
+];
+
+/// The step fields a member of a group may have (the group gives the rest:
+/// its executor's nodes and its rolling limits).
+pub const MEMBER_FIELDS: &[&str] = &[
+    "id",
+    "phase",
+    "needs",
+    "executor",
+    "retry",
+    "timeout",
     "idempotent",
     "annotations",
 ];

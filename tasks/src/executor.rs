@@ -94,6 +94,12 @@ pub fn executors(plan: &Plan, options: &ExecutorOptions) -> Result<Executors, Ex
     }
     let mut all = Executors::new();
     all.insert(
+        "cluster-nodes",
+        Arc::new(ClusterNodes {
+            fleet: Arc::clone(&fleet),
+        }),
+    );
+    all.insert(
         "per-node",
         Arc::new(PerNode {
             fleet: Arc::clone(&fleet),
@@ -295,6 +301,31 @@ impl PerNode {
     }
 }
 
+/// The labels that mark a control-plane node (the second one before 1.20).
+const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// Where a node goes in a step's rollout (`nodes.order`): control-plane
+/// nodes first if asked, then by the label's value (nodes without it last),
+/// then by name.
+fn rollout_key<'a>(step: &PlannedStep, agent: &'a Agent) -> (bool, bool, Option<&'a str>, &'a str) {
+    let Some(order) = &step.fan_out.order else {
+        return (false, false, None, &agent.name);
+    };
+    let control_plane = order.control_plane_first
+        && CONTROL_PLANE_LABELS
+            .iter()
+            .any(|l| agent.labels.contains_key(*l));
+    let value = order
+        .label
+        .as_ref()
+        .and_then(|l| agent.labels.get(l))
+        .map(String::as_str);
+    (!control_plane, value.is_none(), value, &agent.name)
+}
+
 fn request(step: &PlannedStep, ctx: &TaskContext) -> Result<RunRequest, String> {
     let Body::Task { kind, spec, .. } = &step.body else {
         return Err(format!("a {} step has nothing to run", step.body.kind()));
@@ -324,13 +355,18 @@ impl Executor for PerNode {
                 Some(s) => Some(Selector::parse(s)?),
                 None => None,
             };
-            let mut names: Vec<String> = self
+            let mut chosen: Vec<&Agent> = self
                 .members(&loaded)?
                 .into_iter()
                 .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
-                .map(|a| a.name.clone())
                 .collect();
-            names.sort();
+            chosen.sort_by(|a, b| rollout_key(step, a).cmp(&rollout_key(step, b)));
+            let names: Vec<String> = chosen.into_iter().map(|a| a.name.clone()).collect();
+            if names.is_empty() && !step.members().is_empty() {
+                // A group with no node to roll has nothing to do (a cluster
+                // with a single control-plane node has no others).
+                return Ok(Vec::new());
+            }
             if names.is_empty() {
                 return Err(format!(
                     "no node of {} matches{}{}",
@@ -445,5 +481,93 @@ impl Executor for PerNode {
             }
             .instrument(span),
         )
+    }
+}
+
+/// `cluster-nodes`: the cluster's nodes, reached through the API server
+/// only, for steps that act on nodes from kpilot (cordon, drain, wait; a
+/// group whose members run in kpilot for each node). No agent is needed;
+/// a step whose body runs on the node itself is refused.
+struct ClusterNodes {
+    fleet: Arc<Fleet>,
+}
+
+impl Executor for ClusterNodes {
+    fn instances<'a>(&'a self, step: &'a PlannedStep, facts: &'a Facts) -> InstancesFuture<'a> {
+        Box::pin(async move {
+            let nodes = facts
+                .get_or_fetch(NODES_FACT, || async {
+                    self.fleet
+                        .cluster
+                        .nodes(NODES_BUDGET)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| {
+                    format!("executor cluster-nodes cannot list the cluster's nodes: {e}; check --kubeconfig and --context (or KUBECONFIG)")
+                })?;
+            let selector = match &step.fan_out.selector {
+                Some(s) => Some(Selector::parse(s)?),
+                None => None,
+            };
+            let mut chosen: Vec<Agent> = nodes
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|n| {
+                    Some(Agent {
+                        name: n["name"].as_str()?.to_owned(),
+                        address: String::new(),
+                        labels: n["labels"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        fingerprint: None,
+                    })
+                })
+                .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
+                .collect();
+            chosen.sort_by(|a, b| rollout_key(step, a).cmp(&rollout_key(step, b)));
+            if chosen.is_empty() && step.members().is_empty() {
+                return Err(format!(
+                    "no node of the cluster matches{}",
+                    step.fan_out
+                        .selector
+                        .as_ref()
+                        .map(|s| format!(" selector `{s}`"))
+                        .unwrap_or_default()
+                ));
+            }
+            Ok(chosen
+                .into_iter()
+                .map(|a| InstanceId::named(a.name))
+                .collect())
+        })
+    }
+
+    fn run(&self, step: &PlannedStep, ctx: TaskContext) -> AttemptFuture {
+        match &step.body {
+            Body::Task {
+                task, local: true, ..
+            } => {
+                let task = Arc::clone(task);
+                let span = tracing::info_span!("local", node.name = %ctx.instance);
+                Box::pin(async move { task.run(&ctx).await }.instrument(span))
+            }
+            other => {
+                let kind = other.kind();
+                Box::pin(async move {
+                    TaskOutput::failed(format!(
+                        "executor cluster-nodes reaches nodes through the API server only, and a `{kind}` step runs on the node itself: use `executor: per-node` with an inventory of agents, or `executor: global` on a member of a group to run it in kpilot for each node"
+                    ))
+                })
+            }
+        }
     }
 }

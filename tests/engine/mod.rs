@@ -6,6 +6,7 @@ mod crash;
 mod decisions;
 mod durable;
 mod flow;
+mod groups;
 mod invalid;
 mod processes;
 mod resume;

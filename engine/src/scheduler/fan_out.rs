@@ -20,12 +20,17 @@ pub(super) struct Fan {
     pub(super) nodes: Vec<Node>,
     /// Nodes waiting to start, by index.
     queue: VecDeque<usize>,
-    running: usize,
+    pub(super) running: usize,
     /// Nodes waiting for a retry's backoff to pass.
     retrying: usize,
     failures: usize,
     /// More than maxFailures failed: no new node starts.
     stopped: bool,
+    /// Nodes of a group held out, interrupted, until a person decides:
+    /// they count against the group's limit.
+    pub(super) held: usize,
+    /// The most nodes at once (`maxParallel` or `maxUnavailable` of the nodes).
+    limit: usize,
 }
 
 /// One node's instance of a step.
@@ -34,6 +39,8 @@ pub(super) struct Node {
     pub(super) instance: InstanceId,
     pub(super) record: StepRecord,
     retries_used: u32,
+    /// A member of a group waiting for a slot to start on this node.
+    pub(super) queued: bool,
 }
 
 impl Fan {
@@ -43,12 +50,25 @@ impl Fan {
             instance,
             record,
             retries_used: 0,
+            queued: false,
         });
+    }
+
+    /// Puts the nodes in the order of `names` (the order the step's nodes
+    /// were rolled in when first listed); nodes not named keep theirs, last.
+    pub(super) fn reorder(&mut self, names: &[String]) {
+        let position = |n: &Node| {
+            names
+                .iter()
+                .position(|x| x == n.instance.as_str())
+                .unwrap_or(usize::MAX)
+        };
+        self.nodes.sort_by_key(position);
     }
 }
 
 impl Scheduler<'_> {
-    fn set_node(&mut self, i: usize, k: usize, record: StepRecord, event: bool) {
+    pub(super) fn set_node(&mut self, i: usize, k: usize, record: StepRecord, event: bool) {
         let Some(fan) = self.fans[i].as_mut() else {
             return;
         };
@@ -109,6 +129,16 @@ impl Scheduler<'_> {
     /// The executor answered with the step's nodes.
     pub(super) fn instances_known(&mut self, i: usize, result: Result<Vec<InstanceId>, String>) {
         let instances = match result {
+            Ok(list) if list.is_empty() && !self.plan.steps[i].members().is_empty() => {
+                let mut r = self.records[i].clone();
+                r.state = StepState::Succeeded;
+                r.reason = Some(match &self.plan.steps[i].fan_out.selector {
+                    Some(s) => format!("no node matches selector `{s}`: nothing to roll"),
+                    None => "no node to roll".to_owned(),
+                });
+                r.ended_at = Some(Utc::now());
+                return self.finalize(i, r);
+            }
             Ok(list) if list.is_empty() => {
                 let selector = self.plan.steps[i].fan_out.selector.clone();
                 return self.fail_step(
@@ -127,6 +157,15 @@ impl Scheduler<'_> {
             Ok(list) => list,
             Err(e) => return self.fail_step(i, format!("cannot list its nodes: {e}")),
         };
+        if self.plan.steps[i].fan_out.order.is_some() {
+            // The order the executor chose is kept, so that a resume rolls
+            // the nodes left in the same order.
+            let mut r = self.records[i].clone();
+            r.output = Some(serde_json::json!({
+                "nodes": instances.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            }));
+            self.set(i, r, false);
+        }
         let fan = self.fans[i].get_or_insert_with(Fan::default);
         for instance in instances {
             fan.add(instance, StepRecord::pending());
@@ -136,13 +175,26 @@ impl Scheduler<'_> {
             let record = StepRecord::pending();
             self.set_node(i, k, record, false);
         }
+        if !self.plan.steps[i].members().is_empty() {
+            self.group_nodes_known(i);
+        }
         self.queue_nodes(i);
     }
 
     fn queue_nodes(&mut self, i: usize) {
+        let limit = {
+            let count = self.fans[i].as_ref().map_or(0, |f| f.nodes.len());
+            self.plan.steps[i].fan_out.limit(count)
+        };
         let Some(fan) = self.fans[i].as_mut() else {
             return;
         };
+        fan.limit = limit;
+        fan.held = fan
+            .nodes
+            .iter()
+            .filter(|n| n.record.state == StepState::Interrupted)
+            .count();
         fan.queue = (0..fan.nodes.len())
             .filter(|&k| fan.nodes[k].record.state == StepState::Pending)
             .collect();
@@ -156,8 +208,9 @@ impl Scheduler<'_> {
             .count();
         for node in &mut fan.nodes {
             node.retries_used = 0;
+            node.queued = false;
         }
-        if fan.queue.is_empty() {
+        if fan.queue.is_empty() || fan.held >= fan.limit {
             self.finish_fan(i);
         } else {
             self.active_fans.push(i);
@@ -167,13 +220,31 @@ impl Scheduler<'_> {
     /// Starts node attempts while the run's concurrency and each step's
     /// maxParallel allow.
     pub(super) fn start_ready_nodes(&mut self) {
+        self.start_ready_members();
         let mut a = 0;
         while a < self.active_fans.len() && self.executing < self.plan.concurrency {
             let i = self.active_fans[a];
-            let max_parallel = self.plan.steps[i]
-                .fan_out
-                .max_parallel
-                .unwrap_or(usize::MAX);
+            if !self.plan.steps[i].members().is_empty() {
+                // A group: a node starts when it may be taken out; its
+                // members then wait for the run's slots.
+                loop {
+                    let Some(fan) = self.fans[i].as_mut() else {
+                        break;
+                    };
+                    if fan.stopped || fan.running + fan.held >= fan.limit {
+                        break;
+                    }
+                    let Some(k) = fan.queue.pop_front() else {
+                        break;
+                    };
+                    fan.running += 1;
+                    self.start_group_node(i, k);
+                }
+                self.start_ready_members();
+                a += 1;
+                continue;
+            }
+            let max_parallel = self.fans[i].as_ref().map_or(usize::MAX, |f| f.limit);
             loop {
                 if self.executing >= self.plan.concurrency {
                     break;
@@ -208,7 +279,18 @@ impl Scheduler<'_> {
         }
     }
 
-    fn spawn_node(&mut self, i: usize, k: usize, instance: InstanceId, attempt: u32) {
+    /// Starts members of groups queued on their nodes while the run's
+    /// concurrency allows.
+    fn start_ready_members(&mut self) {
+        while self.executing < self.plan.concurrency {
+            let Some((m, k)) = self.member_ready.pop_front() else {
+                break;
+            };
+            self.start_member(m, k);
+        }
+    }
+
+    pub(super) fn spawn_node(&mut self, i: usize, k: usize, instance: InstanceId, attempt: u32) {
         let run = self.attempt(i, instance, attempt);
         self.executing += 1;
         self.starting.push(Box::pin(async move {
@@ -299,14 +381,19 @@ impl Scheduler<'_> {
                 r.output = output.output;
                 r.ended_at = Some(Utc::now());
                 self.set_node(i, k, r, true);
-                self.node_failed(i);
+                if step.member_of().is_none() {
+                    self.node_failed(i);
+                }
             }
         }
-        self.maybe_finish_fan(i);
+        match step.member_of() {
+            Some(g) => self.advance_group_node(g, k),
+            None => self.maybe_finish_fan(i),
+        }
     }
 
     /// One more node failed: past maxFailures the rollout stops.
-    fn node_failed(&mut self, i: usize) {
+    pub(super) fn node_failed(&mut self, i: usize) {
         let max_failures = self.plan.steps[i].fan_out.max_failures;
         let Some(fan) = self.fans[i].as_mut() else {
             return;
@@ -328,7 +415,11 @@ impl Scheduler<'_> {
                 "not started: {failures} nodes failed, more than maxFailures {max_failures}"
             ));
             r.ended_at = Some(Utc::now());
+            let reason = r.reason.clone().unwrap_or_default();
             self.set_node(i, k, r, true);
+            if !self.plan.steps[i].members().is_empty() {
+                self.skip_group_node(i, k, &reason);
+            }
         }
     }
 
@@ -337,6 +428,12 @@ impl Scheduler<'_> {
             return;
         };
         fan.retrying -= 1;
+        if self.plan.steps[i].member_of().is_some() {
+            // A member's retry waits for a slot like its first attempt.
+            fan.nodes[k].queued = true;
+            self.member_ready.push_back((i, k));
+            return;
+        }
         if fan.stopped {
             let mut r = fan.nodes[k].record.clone();
             r.state = StepState::Failed;
@@ -349,10 +446,12 @@ impl Scheduler<'_> {
         }
     }
 
-    fn maybe_finish_fan(&mut self, i: usize) {
-        let done = self.fans[i]
-            .as_ref()
-            .is_some_and(|f| f.running == 0 && f.retrying == 0 && f.queue.is_empty());
+    pub(super) fn maybe_finish_fan(&mut self, i: usize) {
+        // Done when nothing runs and nothing more can start: the queue is
+        // empty, or the nodes held out for a person fill the limit.
+        let done = self.fans[i].as_ref().is_some_and(|f| {
+            f.running == 0 && f.retrying == 0 && (f.queue.is_empty() || f.held >= f.limit)
+        });
         if done {
             self.active_fans.retain(|&x| x != i);
             self.finish_fan(i);
@@ -361,6 +460,9 @@ impl Scheduler<'_> {
 
     /// Every node ended: the step's own record sums them up.
     fn finish_fan(&mut self, i: usize) {
+        if !self.plan.steps[i].members().is_empty() {
+            self.finish_members(i);
+        }
         let Some(fan) = self.fans[i].as_ref() else {
             return;
         };

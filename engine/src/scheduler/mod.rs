@@ -12,6 +12,7 @@
 //! nodes.
 
 mod fan_out;
+mod group;
 mod repair;
 mod resume;
 
@@ -179,6 +180,9 @@ struct Scheduler<'o> {
     fans: Vec<Option<fan_out::Fan>>,
     /// Steps whose nodes are being rolled over now.
     active_fans: Vec<usize>,
+    /// Members of groups whose needs on a node are met, waiting for a slot:
+    /// (member, node).
+    member_ready: VecDeque<(usize, usize)>,
     /// Failures that were kpilot's own during this drive (a task panicked).
     internal: Vec<String>,
     /// Something was committed since `snapshot.json` was last written.
@@ -213,6 +217,32 @@ impl<'o> Scheduler<'o> {
                         .get_or_insert_with(fan_out::Fan::default)
                         .add(instance, record);
                 }
+            }
+        }
+        // Nodes are rolled in the order first chosen (kept in the step's
+        // record); a group's members share their group's order, node for node.
+        for i in 0..n {
+            let names: Option<Vec<String>> = records[i]
+                .output
+                .as_ref()
+                .and_then(|o| o.get("nodes"))
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            if let (Some(names), Some(fan)) = (&names, fans[i].as_mut()) {
+                if plan.steps[i].fan_out.order.is_some() {
+                    fan.reorder(names);
+                }
+            }
+        }
+        for i in 0..n {
+            let Some(g) = plan.steps[i].member_of() else {
+                continue;
+            };
+            let names: Vec<String> = fans[g]
+                .as_ref()
+                .map(|f| f.nodes.iter().map(|x| x.instance.to_string()).collect())
+                .unwrap_or_default();
+            if let Some(fan) = fans[i].as_mut() {
+                fan.reorder(&names);
             }
         }
         let mut dependents = vec![Vec::new(); n];
@@ -251,6 +281,7 @@ impl<'o> Scheduler<'o> {
             ledger,
             fans,
             active_fans: Vec::new(),
+            member_ready: VecDeque::new(),
             internal: Vec::new(),
             snapshot_dirty: false,
         };
@@ -290,7 +321,9 @@ impl<'o> Scheduler<'o> {
         let order = self.plan.dag.order().to_vec();
         for i in order.into_iter().rev() {
             // Repair steps run only on behalf of a failed step.
-            let repair = self.plan.steps[i].phase == Phase::Repair;
+            // Members of a group run only as their group rolls.
+            let repair = self.plan.steps[i].phase == Phase::Repair
+                || self.plan.steps[i].member_of().is_some();
             if !repair && self.records[i].state == StepState::Pending && self.waiting[i] == 0 {
                 self.to_decide.push(i);
             }
@@ -491,6 +524,7 @@ impl<'o> Scheduler<'o> {
                     self.set(i, r, true);
                 }
             },
+            Body::Group => self.fan_out(i),
             Body::Task { .. } if step.placement.has_instances() => self.fan_out(i),
             Body::Task { .. } => {
                 self.retries_used[i] = 0;
@@ -697,12 +731,11 @@ impl<'o> Scheduler<'o> {
             self.lost_attempts();
         }
         let any = |s: StepState| self.records.iter().any(|r| r.state == s);
-        let waiting = self
-            .records
-            .iter()
-            .zip(&self.plan.steps)
-            .any(|(r, step)| r.state == StepState::Pending && step.phase != Phase::Repair)
-            || self.nodes_waiting();
+        let waiting = self.records.iter().zip(&self.plan.steps).any(|(r, step)| {
+            r.state == StepState::Pending
+                && step.phase != Phase::Repair
+                && step.member_of().is_none()
+        }) || self.nodes_waiting();
         let state = if stopped_by.is_some()
             || any(StepState::Blocked)
             || any(StepState::Interrupted)

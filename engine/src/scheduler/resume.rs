@@ -94,6 +94,28 @@ impl Scheduler<'_> {
         for i in 0..self.records.len() {
             let step = &plan.steps[i];
             let record = self.records[i].clone();
+            if step.member_of().is_some() {
+                // Decided with its group, node by node.
+                continue;
+            }
+            if !step.members().is_empty() && skip[i].is_none() {
+                let again = !matches!(record.state, StepState::Succeeded | StepState::Pending)
+                    || step
+                        .members()
+                        .iter()
+                        .any(|&m| retry[m] || skip[m].is_some());
+                if again {
+                    self.prepare_resume_group(i, &retry, &mut skip);
+                    reset[i] = true;
+                    own[i] = true;
+                    if retry[i] {
+                        self.change.events.push(EventKind::Retried {
+                            step: step.id.clone(),
+                        });
+                    }
+                }
+                continue;
+            }
             if let Some(reason) = skip[i].take() {
                 self.change.events.push(EventKind::Vouched {
                     step: step.id.clone(),
@@ -106,6 +128,13 @@ impl Scheduler<'_> {
                 r.repairing = false;
                 self.set(i, r, true);
                 self.prepare_resume_nodes(i, false, Some(&reason));
+                for &m in step.members() {
+                    self.prepare_resume_nodes(m, false, Some(&reason));
+                    let mut r = self.records[m].clone();
+                    r.state = StepState::Succeeded;
+                    r.reason = Some(format!("vouched by {} with its group: {reason}", d.by));
+                    self.set(m, r, true);
+                }
                 reset[i] = true;
                 continue;
             }

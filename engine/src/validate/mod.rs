@@ -20,19 +20,21 @@ pub use crate::duration::parse_duration;
 use crate::dag::Dag;
 use crate::id::StepId;
 use crate::plan::{
-    param_env_name, Body, FanOut, Need, Placement, Plan, PlannedParam, PlannedStep, RetryPolicy,
+    param_env_name, Body, FanOut, GroupRole, Need, Placement, Plan, PlannedParam, PlannedStep,
+    RetryPolicy,
 };
 use crate::suggest::{closest, nearest, MAX_SUGGESTIONS};
 use crate::task::{ParseContext, TaskRegistry};
 use crate::workflow::{
-    ExecutorSpec, NeedOn, NodesSpec, Phase, WorkflowSource, API_VERSION, BACKOFF_FIELDS,
-    EXECUTOR_FIELDS, KIND, METADATA_FIELDS, NEED_FIELDS, NODES_FIELDS, ON_FAILURE_FIELDS,
-    PARAM_FIELDS, RETRY_FIELDS, SPEC_FIELDS, STEP_FIELDS, TOP_FIELDS,
+    ExecutorSpec, NeedOn, NodeOrder, NodesSpec, Phase, Unavailable, WorkflowSource, API_VERSION,
+    BACKOFF_FIELDS, EXECUTOR_FIELDS, GROUP_FIELDS, KIND, MEMBER_FIELDS, METADATA_FIELDS,
+    NEED_FIELDS, NODES_FIELDS, ON_FAILURE_FIELDS, ORDER_FIELDS, PARAM_FIELDS, RETRY_FIELDS,
+    SPEC_FIELDS, STEP_FIELDS, TOP_FIELDS,
 };
 use read::{annotations, boolean, count, describe, get, short, string, unknown_keys, wrong};
 
 /// The executors every workflow may name; `spec.executors` adds more.
-pub const EXECUTORS: &[&str] = &["global", "per-node"];
+pub const EXECUTORS: &[&str] = &["global", "per-node", "cluster-nodes"];
 
 /// The longest `metadata.name`: run ids start with it and name directories.
 pub const MAX_NAME: usize = 63;
@@ -289,6 +291,16 @@ struct Parsed {
     idempotent: Option<bool>,
     annotations: BTreeMap<String, String>,
     body: Option<Body>,
+    /// A group's members, parsed with their full ids (`GROUP.MEMBER`).
+    members: Vec<Parsed>,
+    /// The group this step is a member of, by id.
+    member_of: Option<String>,
+}
+
+/// What a member of a group takes from its group while it is read.
+struct MemberOf {
+    group: String,
+    phase: Phase,
 }
 
 impl Validator<'_> {
@@ -425,9 +437,10 @@ impl Validator<'_> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut occurrences: HashMap<String, usize> = HashMap::new();
         for (i, raw) in raw_steps.iter().enumerate() {
-            let Some(step) = self.step(i, raw, &param_names, &mut occurrences) else {
+            let Some(mut step) = self.step(i, raw, &param_names, &mut occurrences, None) else {
                 continue;
             };
+            let members = std::mem::take(&mut step.members);
             if let Some(&first) = index.get(&step.at.step) {
                 let lines = match (parsed[first].at.line, step.at.line) {
                     (Some(a), Some(b)) => format!(": lines {a} and {b}"),
@@ -445,17 +458,64 @@ impl Validator<'_> {
             }
             index.insert(step.at.step.clone(), parsed.len());
             parsed.push(step);
+            for member in members {
+                if index.contains_key(&member.at.step) {
+                    let id = member.at.step.clone();
+                    self.at(
+                        &member.at,
+                        "id",
+                        format!("member id `{id}` is used twice in its group; rename one"),
+                    );
+                    continue;
+                }
+                index.insert(member.at.step.clone(), parsed.len());
+                parsed.push(member);
+            }
         }
 
         let ids: Vec<String> = parsed.iter().map(|p| p.at.step.clone()).collect();
         let mut edges = Vec::new();
         let mut steps = Vec::new();
+        let mut member_edges: Vec<(usize, usize, NeedOn)> = Vec::new();
         for (i, p) in parsed.iter().enumerate() {
             let at = p.at.clone();
             let id = at.step.as_str();
             let mut needs: Vec<Need> = Vec::new();
-            for (need, on) in &p.needs {
+            let mut member_needs: Vec<Need> = Vec::new();
+            if let Some(group) = &p.member_of {
+                for (need, on) in &p.needs {
+                    let full = format!("{group}.{need}");
+                    match index.get(full.as_str()) {
+                        Some(&j) if j == i => self.at(&at, "needs", "a step cannot need itself"),
+                        Some(&j) if member_needs.iter().any(|n| n.step == j) => self.at(
+                            &at,
+                            "needs",
+                            format!("needs `{need}` twice; list each step once"),
+                        ),
+                        Some(&j) => {
+                            member_edges.push((j, i, *on));
+                            member_needs.push(Need { step: j, on: *on });
+                        }
+                        None => {
+                            let siblings: Vec<&str> = parsed
+                                .iter()
+                                .filter(|q| q.member_of.as_deref() == Some(group))
+                                .filter_map(|q| q.at.step.split_once('.').map(|(_, m)| m))
+                                .collect();
+                            self.at(&at, "needs", format!("needs `{need}`, which is not a step of group `{group}`; a member needs only members of its own group ({}), on the same node", siblings.join(", ")));
+                        }
+                    }
+                }
+            }
+            let outer_needs: &[(String, NeedOn)] =
+                if p.member_of.is_some() { &[] } else { &p.needs };
+            for (need, on) in outer_needs {
                 match index.get(need.as_str()) {
+                    Some(&j) if parsed[j].member_of.is_some() => self.at(
+                        &at,
+                        "needs",
+                        format!("needs `{need}`, a member of group `{}`; a step outside the group needs the whole group: write `needs: [{}]`", parsed[j].member_of.as_deref().unwrap_or_default(), parsed[j].member_of.as_deref().unwrap_or_default()),
+                    ),
                     None => {
                         let near = if self.suggest_budget >= ids.len() {
                             self.suggest_budget -= ids.len();
@@ -545,12 +605,24 @@ impl Validator<'_> {
                     None
                 }
             });
-            let executor = p.executor.clone().unwrap_or_else(|| "global".to_owned());
+            let group_index = p.member_of.as_deref().and_then(|g| index.get(g).copied());
+            let group_executor = group_index
+                .and_then(|g| parsed[g].executor.clone())
+                .unwrap_or_else(|| "global".to_owned());
+            let executor = match (&p.member_of, &p.executor) {
+                (Some(_), Some(e)) if e == "global" => "global".to_owned(),
+                (Some(_), Some(e)) => {
+                    self.at(&at, "executor", format!("`executor: {e}`: a member of a group runs on the group's nodes, through the group's executor `{group_executor}`; only `executor: global` is allowed, to run the member in kpilot for each node"));
+                    group_executor.clone()
+                }
+                (Some(_), None) => group_executor.clone(),
+                (None, e) => e.clone().unwrap_or_else(|| "global".to_owned()),
+            };
             let pool = executors.iter().find(|e| e.name == executor);
             let placement = match (executor.as_str(), pool) {
                 (_, Some(pool)) if pool.per_node => Placement::EveryNode,
                 (_, Some(_)) => Placement::PoolMember,
-                ("per-node", None) => Placement::EveryNode,
+                ("per-node" | "cluster-nodes", None) => Placement::EveryNode,
                 _ => Placement::Global,
             };
             if pool.is_none() && !EXECUTORS.contains(&executor.as_str()) {
@@ -582,7 +654,22 @@ impl Validator<'_> {
                     format!("a step of pool `{executor}` cannot have a repair yet (only steps of executor global can); run the fix as a step (not in phase repair) that needs this one `on: failure`, or use retry"),
                 ),
             }
-            let nodes = p.nodes.clone().unwrap_or_default();
+            let placement = if p.member_of.is_some() {
+                Placement::EveryNode
+            } else {
+                placement
+            };
+            if matches!(p.body, Some(Body::Group)) && placement != Placement::EveryNode {
+                self.at(
+                    &at,
+                    "executor",
+                    format!("a group rolls its steps over nodes, but executor `{executor}` runs a step once; write `executor: per-node` (or a pool with `perNode: true`)"),
+                );
+            }
+            let nodes = match group_index {
+                Some(g) => parsed[g].nodes.clone().unwrap_or_default(),
+                None => p.nodes.clone().unwrap_or_default(),
+            };
             if p.nodes.is_some() && placement != Placement::EveryNode {
                 self.at(
                     &at,
@@ -597,10 +684,31 @@ impl Validator<'_> {
                     .max_failures
                     .or(pool.and_then(|p| p.max_failures))
                     .unwrap_or(0),
+                max_unavailable: nodes.max_unavailable,
+                order: nodes.order.clone(),
             };
             let Some(body) = p.body.clone() else { continue };
+            let group = match (&body, &p.member_of) {
+                (Body::Group, _) => Some(GroupRole::Group {
+                    members: (0..parsed.len())
+                        .filter(|&j| parsed[j].member_of.as_deref() == Some(id))
+                        .collect(),
+                }),
+                (_, Some(_)) => group_index.map(|g| GroupRole::Member {
+                    group: g,
+                    needs: member_needs.clone(),
+                }),
+                _ => None,
+            };
+            if matches!(body, Body::Group) && p.idempotent.is_some() {
+                self.at(
+                    &at,
+                    "idempotent",
+                    "a group is as idempotent as its members; set `idempotent` on the members",
+                );
+            }
             let idempotent = p.idempotent.unwrap_or(match &body {
-                Body::Gate | Body::Approval { .. } => true,
+                Body::Gate | Body::Approval { .. } | Body::Group => true,
                 Body::Task { kind, .. } => self
                     .registry
                     .get(kind)
@@ -623,7 +731,20 @@ impl Validator<'_> {
                 repair,
                 idempotent,
                 annotations: p.annotations.clone(),
+                group,
             });
+        }
+        // A group's members must form a DAG of their own on each node.
+        let member_ids: Vec<String> = ids.clone();
+        if !member_edges.is_empty() {
+            if let Err(cycles) = Dag::new(&member_ids, &member_edges) {
+                for cycle in cycles {
+                    self.problem(format!(
+                        "the group steps {} need each other in a cycle; remove one of their `needs` so each node's steps form a graph without cycles",
+                        cycle.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
         }
         for p in &parsed {
             if p.phase == Phase::Repair
@@ -997,6 +1118,7 @@ impl Validator<'_> {
         raw: &Value,
         params: &[String],
         occurrences: &mut HashMap<String, usize>,
+        member_of: Option<&MemberOf>,
     ) -> Option<Parsed> {
         let Some(map) = raw.as_mapping() else {
             self.field_problem(
@@ -1033,15 +1155,22 @@ impl Validator<'_> {
         let lines = self.step_lines.get(&id).map(Vec::as_slice).unwrap_or(&[]);
         let line = lines.get(*seen).or(lines.first()).copied();
         *seen += 1;
+        let written = id.clone();
+        let id = match member_of {
+            Some(m) => format!("{}.{id}", m.group),
+            None => id,
+        };
         let at = At {
             step: id.clone(),
             line,
         };
-        if let Err(e) = StepId::parse(&id) {
+        if written.contains('.') {
+            self.at(&at, "id", format!("`{written}` is not a valid step id: `.` joins a group's id and its member's (`GROUP.MEMBER`) in the store and on the command line; use `-` instead"));
+        } else if let Err(e) = StepId::parse(&written) {
             self.at(&at, "id", e);
         }
 
-        let mut kinds = vec!["gate", "approval"];
+        let mut kinds = vec!["gate", "approval", "group"];
         kinds.extend(self.registry.names());
         let mut bodies = Vec::new();
         let mut unknown = false;
@@ -1055,6 +1184,14 @@ impl Validator<'_> {
                 unknown = true;
                 continue;
             };
+            if member_of.is_some() && STEP_FIELDS.contains(&key) && !MEMBER_FIELDS.contains(&key) {
+                self.at(
+                    &at,
+                    key,
+                    format!("a member of a group cannot have `{key}`: the group's `executor` and `nodes` choose the nodes and how they roll; give the member only {}", MEMBER_FIELDS.join(", ")),
+                );
+                continue;
+            }
             if STEP_FIELDS.contains(&key) {
                 continue;
             }
@@ -1082,6 +1219,7 @@ impl Validator<'_> {
 
         let phases: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
         let phase = match get(map, "phase") {
+            None if member_of.is_some() => member_of.map(|m| m.phase),
             None => {
                 self.at(
                     &at,
@@ -1138,6 +1276,14 @@ impl Validator<'_> {
                 );
                 None
             }
+            1 if bodies[0].0 == "group" => {
+                if member_of.is_some() {
+                    self.at(&at, "group", "a group cannot be a member of another group; list its steps in the outer group");
+                    None
+                } else {
+                    Some(Body::Group)
+                }
+            }
             1 => {
                 let (key, value) = bodies.remove(0);
                 self.body(&at, &key, &value, params)
@@ -1190,10 +1336,15 @@ impl Validator<'_> {
             }
             None => BTreeMap::new(),
         };
+        let phase = phase.unwrap_or(Phase::Upgrade);
+        let members = match (&body, get(map, "group")) {
+            (Some(Body::Group), Some(v)) => self.members(&at, v, phase, params, occurrences),
+            _ => Vec::new(),
+        };
         Some(Parsed {
             at,
             // A bad phase is reported; the step is still known to those that need it.
-            phase: phase.unwrap_or(Phase::Upgrade),
+            phase,
             needs,
             when,
             executor,
@@ -1204,7 +1355,59 @@ impl Validator<'_> {
             idempotent,
             annotations,
             body,
+            members,
+            member_of: member_of.map(|m| m.group.clone()),
         })
+    }
+
+    /// `group: {steps: [...]}`: the members, each read as a step with the
+    /// group's phase unless it gives its own.
+    fn members(
+        &mut self,
+        at: &At,
+        v: &Value,
+        phase: Phase,
+        params: &[String],
+        occurrences: &mut HashMap<String, usize>,
+    ) -> Vec<Parsed> {
+        let hint = "write `group: {steps: [{id: cordon, cordon: {}}, {id: drain, needs: [cordon], drain: {}}]}`";
+        let Some(map) = v.as_mapping() else {
+            self.at(
+                at,
+                "group",
+                format!("{}; {hint}", wrong(v, "a mapping with `steps`")),
+            );
+            return Vec::new();
+        };
+        self.unknown_step_fields(at, "group.", map, GROUP_FIELDS);
+        let items = match get(map, "steps") {
+            Some(Value::Sequence(items)) if !items.is_empty() => items,
+            Some(Value::Sequence(_)) | None => {
+                self.at(
+                    at,
+                    "group.steps",
+                    format!("a group needs at least one step; {hint}"),
+                );
+                return Vec::new();
+            }
+            Some(other) => {
+                self.at(
+                    at,
+                    "group.steps",
+                    format!("{}; {hint}", wrong(other, "a list of steps")),
+                );
+                return Vec::new();
+            }
+        };
+        let member_of = MemberOf {
+            group: at.step.clone(),
+            phase,
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(k, raw)| self.step(k, raw, params, occurrences, Some(&member_of)))
+            .collect()
     }
 
     fn needs(&mut self, at: &At, v: Option<&Value>) -> Vec<(String, NeedOn)> {
@@ -1335,10 +1538,75 @@ impl Validator<'_> {
         };
         let max_parallel = number(self, "maxParallel", 1);
         let max_failures = number(self, "maxFailures", 0);
+        let max_unavailable = get(m, "maxUnavailable").and_then(|v| {
+            let hint = "write a count of 1 or more (`maxUnavailable: 2`) or a percentage of the nodes (`maxUnavailable: 25%`)";
+            let parsed = match v {
+                Value::Number(_) => count(v, 1, "a whole number of 1 or more")
+                    .map(|n| Unavailable::Count(usize::try_from(n).unwrap_or(usize::MAX))),
+                Value::String(t) => match t.trim().strip_suffix('%').map(|n| n.trim().parse::<u32>()) {
+                    Some(Ok(p)) if (1..=100).contains(&p) => Ok(Unavailable::Percent(p)),
+                    _ => Err(format!("`{}` is not a count or a percentage from 1% to 100%", short(t))),
+                },
+                other => Err(wrong(other, "a count or a percentage")),
+            };
+            match parsed {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    self.at(at, "nodes.maxUnavailable", format!("{e}; {hint}"));
+                    None
+                }
+            }
+        });
+        if max_unavailable.is_some() && max_parallel.is_some() {
+            self.at(at, "nodes.maxUnavailable", "both `maxParallel` and `maxUnavailable` are set; they say the same (how many nodes at once): keep one");
+        }
+        let order = get(m, "order").and_then(|v| {
+            let hint =
+                "write `order: {controlPlaneFirst: true, label: topology.kubernetes.io/zone}`";
+            let Some(o) = v.as_mapping() else {
+                self.at(
+                    at,
+                    "nodes.order",
+                    format!("{}; {hint}", wrong(v, "a mapping")),
+                );
+                return None;
+            };
+            self.unknown_step_fields(at, "nodes.order.", o, ORDER_FIELDS);
+            let control_plane_first = match get(o, "controlPlaneFirst").map(boolean) {
+                None => false,
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    self.at(at, "nodes.order.controlPlaneFirst", format!("{e}; {hint}"));
+                    false
+                }
+            };
+            let label = match get(o, "label").map(|l| string(l, "a label key")) {
+                None => None,
+                Some(Ok(l)) if !l.trim().is_empty() => Some(l),
+                Some(Ok(_)) => {
+                    self.at(
+                        at,
+                        "nodes.order.label",
+                        format!("the label key is empty; {hint}"),
+                    );
+                    None
+                }
+                Some(Err(e)) => {
+                    self.at(at, "nodes.order.label", format!("{e}; {hint}"));
+                    None
+                }
+            };
+            Some(NodeOrder {
+                control_plane_first,
+                label,
+            })
+        });
         Some(NodesSpec {
             selector,
             max_parallel,
             max_failures,
+            max_unavailable,
+            order,
         })
     }
 
