@@ -125,16 +125,15 @@ impl Hop {
         kube_version(&self.to).unwrap_or_else(|| Version::new(0, 0, 0))
     }
 
-    /// A CEL test that `item.kubeletVersion` is at the hop's target.
-    fn kubelet_test(&self) -> String {
+    /// A regular expression (RE2, for CEL's `matches`) of a kubelet version at the hop's
+    /// target: the minor (`^v1[.]13[.]`), or the patch when the hop ends at one, with what a
+    /// distribution appends (`v1.16.3-eks-1`) but not `v1.16.30`.
+    fn kubelet_pattern(&self) -> String {
         let v = self.version();
         if self.to.matches('.').count() >= 2 {
-            format!("item.kubeletVersion.startsWith('v{}')", self.to)
+            format!("^v{}[.]{}[.]{}([-+]|$)", v.major, v.minor, v.patch)
         } else {
-            format!(
-                "major(item.kubeletVersion) == {} && minor(item.kubeletVersion) == {}",
-                v.major, v.minor
-            )
+            format!("^v{}[.]{}[.]", v.major, v.minor)
         }
     }
 }
@@ -240,7 +239,7 @@ fn fill(template: &str, hop: &Hop) -> Result<String, PlanError> {
         ("id", hop.id()),
         ("to", hop.to.clone()),
         ("from", hop.from.clone()),
-        ("kubelet", hop.kubelet_test()),
+        ("kubelet", hop.kubelet_pattern()),
         ("coredns", hop.addons.coredns.clone().unwrap_or_default()),
         ("etcd", hop.addons.etcd.clone().unwrap_or_default()),
         ("pause", hop.addons.pause.clone().unwrap_or_default()),
