@@ -7,7 +7,7 @@ use serde_yaml::{Mapping, Value};
 
 use crate::applies::Facts;
 use crate::check::{category_title, RUN_PARAMS};
-use crate::select::Selection;
+use crate::select::{Chosen, Selection};
 
 /// The annotation keys the builder writes and the report reads.
 pub mod keys {
@@ -130,66 +130,11 @@ pub fn workflow(selection: &Selection, facts: &Facts, inputs: &Inputs) -> String
         .collect();
     let mut steps = Vec::new();
     for chosen in &selection.checks {
-        let c = &chosen.check;
-        let mut step = Mapping::new();
-        step.insert(s("id"), s(c.id.clone()));
-        step.insert(s("phase"), s(scenario.phase()));
-        let mut notes = Mapping::new();
-        notes.insert(s(keys::TITLE), s(c.title.clone()));
-        notes.insert(s(keys::CATEGORY), s(c.category.clone()));
-        notes.insert(
-            s(keys::CATEGORY_TITLE),
-            s(category_title(&c.category).unwrap_or_default()),
+        steps.extend(
+            check_steps(chosen, scenario.phase(), &chosen.check.id, &[])
+                .into_iter()
+                .map(Value::Mapping),
         );
-        notes.insert(s(keys::SEVERITY), s(chosen.severity.clone()));
-        notes.insert(s(keys::REMEDIATION), s(c.remediation.text.clone()));
-        if let Some(url) = &c.remediation.url {
-            notes.insert(s(keys::REMEDIATION_URL), s(url.clone()));
-        }
-        step.insert(s("annotations"), Value::Mapping(notes));
-        if let Some(executor) = &c.executor {
-            step.insert(s("executor"), s(executor.clone()));
-            // A report wants every node's answer, not a rollout that stops.
-            step.insert(
-                s("nodes"),
-                map([("maxFailures", Value::Number(1_000_000.into()))]),
-            );
-        }
-        let repair_id = format!("{}-repair", c.id);
-        if c.repair.is_some() {
-            step.insert(s("repair"), s(repair_id.clone()));
-        }
-        let mut body = Mapping::new();
-        if !chosen.params.is_empty() {
-            body.insert(
-                s("params"),
-                Value::Mapping(
-                    chosen
-                        .params
-                        .iter()
-                        .map(|(k, v)| (s(k.clone()), s(v.clone())))
-                        .collect(),
-                ),
-            );
-        }
-        for (k, v) in &c.check {
-            if k.as_str() != Some("severity") {
-                body.insert(k.clone(), v.clone());
-            }
-        }
-        body.insert(s("severity"), s(chosen.severity.clone()));
-        step.insert(s("check"), Value::Mapping(body));
-        steps.push(Value::Mapping(step));
-        if let Some(Value::Mapping(repair)) = &c.repair {
-            let mut r = Mapping::new();
-            r.insert(s("id"), s(repair_id));
-            r.insert(s("phase"), s("repair"));
-            r.insert(s("annotations"), map([(keys::REPAIRS, s(c.id.clone()))]));
-            for (k, v) in repair {
-                r.insert(k.clone(), v.clone());
-            }
-            steps.push(Value::Mapping(r));
-        }
     }
     let description = format!(
         "kpilot inspect: the {} checks{} of the catalog that apply to this cluster",
@@ -217,4 +162,80 @@ pub fn workflow(selection: &Selection, facts: &Facts, inputs: &Inputs) -> String
     ]);
     let body = serde_yaml::to_string(&workflow).unwrap_or_default();
     format!("# Built by `kpilot inspect` from the check catalog; `kpilot report RUN` reads its run.\n{body}")
+}
+
+/// The step of one chosen check, with id `id` in phase `phase`, then its
+/// repair step (`ID-repair`) when it has one. `params` are set in the check's
+/// own params over the run's (an upgrade plan gives each hop its `to`).
+pub(crate) fn check_steps(
+    chosen: &Chosen,
+    phase: &str,
+    id: &str,
+    params: &[(&str, String)],
+) -> Vec<Mapping> {
+    let c = &chosen.check;
+    let mut out = Vec::new();
+    let mut step = Mapping::new();
+    step.insert(s("id"), s(id));
+    step.insert(s("phase"), s(phase));
+    let mut notes = Mapping::new();
+    notes.insert(s(keys::TITLE), s(c.title.clone()));
+    notes.insert(s(keys::CATEGORY), s(c.category.clone()));
+    notes.insert(
+        s(keys::CATEGORY_TITLE),
+        s(category_title(&c.category).unwrap_or_default()),
+    );
+    notes.insert(s(keys::SEVERITY), s(chosen.severity.clone()));
+    notes.insert(s(keys::REMEDIATION), s(c.remediation.text.clone()));
+    if let Some(url) = &c.remediation.url {
+        notes.insert(s(keys::REMEDIATION_URL), s(url.clone()));
+    }
+    step.insert(s("annotations"), Value::Mapping(notes));
+    if let Some(executor) = &c.executor {
+        step.insert(s("executor"), s(executor.clone()));
+        // A report wants every node's answer, not a rollout that stops.
+        step.insert(
+            s("nodes"),
+            map([("maxFailures", Value::Number(1_000_000.into()))]),
+        );
+    }
+    let repair_id = format!("{id}-repair");
+    if c.repair.is_some() {
+        step.insert(s("repair"), s(repair_id.clone()));
+    }
+    let mut body = Mapping::new();
+    let mut values: Vec<(String, String)> = chosen
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in params {
+        values.retain(|(name, _)| name != k);
+        values.push(((*k).to_owned(), v.clone()));
+    }
+    if !values.is_empty() {
+        body.insert(
+            s("params"),
+            Value::Mapping(values.into_iter().map(|(k, v)| (s(k), s(v))).collect()),
+        );
+    }
+    for (k, v) in &c.check {
+        if k.as_str() != Some("severity") {
+            body.insert(k.clone(), v.clone());
+        }
+    }
+    body.insert(s("severity"), s(chosen.severity.clone()));
+    step.insert(s("check"), Value::Mapping(body));
+    out.push(step);
+    if let Some(Value::Mapping(repair)) = &c.repair {
+        let mut r = Mapping::new();
+        r.insert(s("id"), s(repair_id));
+        r.insert(s("phase"), s("repair"));
+        r.insert(s("annotations"), map([(keys::REPAIRS, s(id))]));
+        for (k, v) in repair {
+            r.insert(k.clone(), v.clone());
+        }
+        out.push(r);
+    }
+    out
 }

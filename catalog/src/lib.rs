@@ -33,6 +33,7 @@ pub mod check;
 pub mod select;
 pub mod shipped;
 pub mod spec;
+pub mod upgrade;
 
 pub use applies::Facts;
 pub use check::{Catalog, CatalogCheck};

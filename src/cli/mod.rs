@@ -8,6 +8,7 @@ mod diff;
 mod graph;
 mod inspect;
 mod logs;
+mod plan;
 mod report;
 mod resume;
 mod run;
@@ -63,6 +64,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Show what changed between two snapshots of a run.
     Diff(diff::DiffArgs),
+    /// Plan an upgrade: its hops, what each removes and needs, and its workflow (`plan upgrade`).
+    Plan(plan::PlanArgs),
     /// Serve as a node agent: run step bodies and answer node.* queries over HTTPS.
     Agent(agent::AgentArgs),
     /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
@@ -127,6 +130,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Catalog(args) => catalog::catalog(args),
         Command::Report(args) => report::report(args, &cli.state),
         Command::Diff(args) => diff::diff(args, &cli.state),
+        Command::Plan(args) => plan::run(args).await,
         Command::Agent(args) => agent::agent(args).await,
         Command::Trace(args) => trace::trace(args).await,
     }

@@ -13,6 +13,7 @@
 //! cluster; checks read it through `query: {removedApis: ...}` ([`data::apis`]).
 //! [`actions`] cordons, uncordons and drains nodes (`cordon`, `uncordon`,
 //! `drain`) and undoes a run's cordons (node safety).
+//! [`upgrade`] plans an upgrade: its hops, what each removes and needs.
 
 pub mod actions;
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod params;
 pub mod process;
 pub mod task;
+pub mod upgrade;
 
 use std::sync::Arc;
 

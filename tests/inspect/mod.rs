@@ -5,6 +5,7 @@
 
 mod catalog;
 mod cloud;
+pub mod plan;
 
 use crate::util::Dir;
 

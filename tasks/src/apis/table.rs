@@ -195,6 +195,19 @@ impl ApiVersionTable {
         row(kind).or_else(|| row(""))
     }
 
+    /// The rows removed in release `major.minor` (any patch), in the table's order: what an
+    /// upgrade hop to that minor takes away.
+    pub fn removed_in(&self, major: u64, minor: u64) -> Vec<&ApiVersionRow> {
+        self.rows
+            .iter()
+            .filter(|r| {
+                r.removed_in
+                    .as_ref()
+                    .is_some_and(|v| v.major == major && v.minor == minor)
+            })
+            .collect()
+    }
+
     /// Every row, in the table's order.
     pub fn rows(&self) -> &[ApiVersionRow] {
         &self.rows
