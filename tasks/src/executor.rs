@@ -395,7 +395,11 @@ impl Executor for PerNode {
             // the API server, whatever the node's agent could do.
             let task = Arc::clone(task);
             let span = tracing::info_span!("local", node.name = %ctx.instance);
-            return Box::pin(async move { task.run(&ctx).await }.instrument(span));
+            let limit = step.timeout;
+            return Box::pin(
+                kpilot_engine::task::within_time_limit(limit, async move { task.run(&ctx).await })
+                    .instrument(span),
+            );
         }
         let request = match request(step, &ctx) {
             Ok(r) => r,
@@ -558,7 +562,14 @@ impl Executor for ClusterNodes {
             } => {
                 let task = Arc::clone(task);
                 let span = tracing::info_span!("local", node.name = %ctx.instance);
-                Box::pin(async move { task.run(&ctx).await }.instrument(span))
+                let limit = step.timeout;
+                Box::pin(
+                    kpilot_engine::task::within_time_limit(
+                        limit,
+                        async move { task.run(&ctx).await },
+                    )
+                    .instrument(span),
+                )
             }
             other => {
                 let kind = other.kind();

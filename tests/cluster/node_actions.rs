@@ -771,3 +771,57 @@ kptest!(per_node_steps_act_on_their_own_node, |dir| {
         assert!(pods_on(node).is_empty(), "{:?}", pods_on(node));
     }
 });
+
+/// Deletes a pod by force when dropped.
+struct ForceDelete(String, &'static str);
+
+impl Drop for ForceDelete {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(super::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(kubeconfig())
+            .args(["delete", "pod", self.1, "-n", &self.0])
+            .args(["--grace-period=0", "--force", "--ignore-not-found"])
+            .output();
+    }
+}
+
+kptest!(a_pod_being_evicted_is_waited_for_not_evicted_again, |dir| {
+    let label = unique("waited");
+    let ns = label.clone();
+    // No kubelet (nor KWOK) confirms deletions on this node: an evicted pod
+    // stays terminating until the test deletes it by force.
+    let n = format!("{label}-n");
+    let mut created = Created::default();
+    created.create(node(&n, &label, "v1.34.4", Some(true)));
+    namespace(&mut created, &ns);
+    let mut pod = bare_pod(&ns, "slow", &n, json!({}));
+    pod["spec"]["terminationGracePeriodSeconds"] = json!(3600);
+    created.create(pod);
+    // Whatever happens, the pod goes: it would hold its namespace for an hour.
+    let force = ForceDelete(ns.clone(), "slow");
+    let slow = format!("{ns}/slow");
+    wait_until("the pod is bound", || pods_on(&n).len() == 1);
+
+    let wf = drain_workflow(&dir, "waited", &label, ", force: true", "4s");
+    kp(&dir, &["run", &wf, "--run-id", "r"]).expect(1);
+    let reason = step_field(&dir.status("r"), "drain", "reason");
+    assert!(
+        reason.contains("still there at the step's deadline"),
+        "{reason}"
+    );
+    assert!(reason.contains(&slow), "{reason}");
+    assert_eq!(evictions(&ns).get("slow").map(|e| e.0), Some(1));
+
+    // Run again, the drain finds the pod terminating: it waits, evicts nothing.
+    kp(&dir, &["resume", "r"]).expect(1);
+    let output = step_output(&dir, "r", "drain");
+    assert_eq!(strings(&output["waitedFor"]), [slow.as_str()], "{output}");
+    assert_eq!(evictions(&ns).get("slow").map(|e| e.0), Some(1));
+
+    drop(force);
+    kp(&dir, &["resume", "r"]).expect(0);
+    assert_eq!(evictions(&ns).get("slow").map(|e| e.0), Some(1));
+    let output = step_output(&dir, "r", "drain");
+    assert_eq!(strings(&output["evicted"]), [slow.as_str()], "{output}");
+});
