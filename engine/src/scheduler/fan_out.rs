@@ -227,10 +227,7 @@ impl Scheduler<'_> {
             if !self.plan.steps[i].members().is_empty() {
                 // A group: a node starts when it may be taken out; its
                 // members then wait for the run's slots.
-                loop {
-                    let Some(fan) = self.fans[i].as_mut() else {
-                        break;
-                    };
+                while let Some(fan) = self.fans[i].as_mut() {
                     if fan.stopped || fan.running + fan.held >= fan.limit {
                         break;
                     }
