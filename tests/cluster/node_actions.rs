@@ -825,3 +825,110 @@ kptest!(a_pod_being_evicted_is_waited_for_not_evicted_again, |dir| {
     let output = step_output(&dir, "r", "drain");
     assert_eq!(strings(&output["evicted"]), [slow.as_str()], "{output}");
 });
+
+kptest!(
+    a_rolling_drain_of_20_nodes_killed_at_random_moments_evicts_no_pod_twice,
+    |dir| {
+        use rand::Rng as _;
+        let label = unique("roll");
+        let ns = label.clone();
+        let mut created = Created::default();
+        let names: Vec<String> = (1..=20).map(|k| format!("{label}-{k:02}")).collect();
+        for name in &names {
+            created.create(node(name, &label, "v1.34.4", None));
+        }
+        for name in &names {
+            wait_ready(name);
+        }
+        namespace(&mut created, &ns);
+        created.create(deployment(&ns, "web", &label, 40, json!({})));
+        wait_until("40 pods Running", || {
+            let list = get(&["get", "pods", "-n", &ns]);
+            list["items"].as_array().is_some_and(|items| {
+                items.len() == 40 && items.iter().all(|p| p["status"]["phase"] == "Running")
+            })
+        });
+        let wf = dir.write(
+        "roll.yaml",
+        &format!(
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: roll}}\nspec:\n  steps:\n    - id: nodes\n      phase: upgrade\n      executor: cluster-nodes\n      nodes: {{selector: kpilot-test={label}, maxUnavailable: 4}}\n      group:\n        steps:\n          - {{id: cordon, cordon: {{}}}}\n          - {{id: drain, needs: [cordon], drain: {{gracePeriod: 0s}}, timeout: 5m}}\n          - {{id: uncordon, needs: [drain], uncordon: {{}}}}\n"
+        ),
+    );
+        let wf = wf.display().to_string();
+        let mut rng = rand::rng();
+        let mut kills = 0;
+        let mut args: Vec<String> = ["run", wf.as_str(), "--run-id", "r"]
+            .map(String::from)
+            .to_vec();
+        let mut done = false;
+        for round in 0..40 {
+            let mut child = dir
+                .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .env("KUBECONFIG", kubeconfig())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(dir.join("kpilot.err")).expect("stderr file"))
+                .spawn()
+                .expect("kpilot starts");
+            let wait_ms = if round < 16 {
+                rng.random_range(100..900)
+            } else {
+                180_000
+            };
+            let deadline = Instant::now() + Duration::from_millis(wait_ms);
+            let mut finished = None;
+            while Instant::now() < deadline {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    finished = Some(status);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            match finished {
+                Some(status) if status.code() == Some(0) => {
+                    done = true;
+                    break;
+                }
+                Some(status) => {
+                    let err = dir.read("kpilot.err");
+                    // Killed while the run was being created.
+                    if status.code() == Some(2) && err.contains("no run `r`") {
+                        args = ["run", wf.as_str(), "--run-id", "r"]
+                            .map(String::from)
+                            .to_vec();
+                        continue;
+                    }
+                    panic!("round {round}: {args:?} ended {status}:\n{err}");
+                }
+                None => {
+                    crate::util::kill_9_and_wait_for_guardians(child);
+                    kills += 1;
+                }
+            }
+            // Every member is idempotent: a plain resume goes on, as kpilot says.
+            args = ["resume", "r"].map(String::from).to_vec();
+            if dir.kp(&["status", "r"]).code != 0 {
+                args = ["run", wf.as_str(), "--run-id", "r"]
+                    .map(String::from)
+                    .to_vec();
+            }
+        }
+        assert!(
+            done,
+            "the rolling drain never finished:\n{}",
+            dir.read("kpilot.err")
+        );
+        assert!(kills >= 5, "only {kills} kills landed");
+        eprintln!("rolling drain: {kills} kills");
+        for name in &names {
+            assert!(!unschedulable(name), "{name} left cordoned");
+            assert_eq!(cordoned_by(name), None, "{name} keeps the run's annotation");
+        }
+        let e = evictions(&ns);
+        assert!(e.len() >= 40, "only {} pods were evicted: {e:?}", e.len());
+        for (pod, (accepted, _)) in &e {
+            assert!(*accepted <= 1, "{pod} was evicted {accepted} times");
+        }
+        let status = dir.status("r");
+        assert_eq!(status["state"], "succeeded", "{status:#}");
+    }
+);
