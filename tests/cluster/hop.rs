@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::{kubectl_path, root};
+use super::root;
 
 /// The version `up` starts and the one `upgrade` goes to: the script's defaults.
 fn versions() -> (String, String) {
@@ -61,31 +61,7 @@ impl OwnCluster {
     }
 
     fn kubectl(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
-        use std::io::Write as _;
-        let mut child = Command::new(kubectl_path())
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl starts");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(text.as_bytes()).expect("kubectl stdin");
-        }
-        let out = child.wait_with_output().expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        super::kubectl_at(kubeconfig, args, stdin)
     }
 
     fn pid(&self, component: &str) -> String {

@@ -106,9 +106,15 @@ pub fn kubectl_path() -> PathBuf {
 /// Runs kubectl against the test cluster, with `stdin` if given; panics
 /// with its output if it fails.
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    kubectl_at(kubeconfig(), args, stdin)
+}
+
+/// Runs kubectl against the cluster of `kubeconfig` (a test's own cluster),
+/// with `stdin` if given; panics with its output if it fails.
+pub fn kubectl_at(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(kubectl_path())
         .arg("--kubeconfig")
-        .arg(kubeconfig())
+        .arg(kubeconfig)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -62,31 +62,7 @@ impl OwnCluster {
 
     /// kubectl against this cluster; panics with its error if it fails.
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        use std::io::Write as _;
-        let mut child = Command::new(kubectl_path())
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl starts");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin");
-            pipe.write_all(text.as_bytes()).expect("kubectl stdin");
-        }
-        let out = child.wait_with_output().expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        super::kubectl_at(&self.kubeconfig, args, stdin)
     }
 
     pub fn create(&self, object: Value) {

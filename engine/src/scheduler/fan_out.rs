@@ -54,6 +54,19 @@ impl Fan {
         });
     }
 
+    /// The nodes in `state`, each named by its instance (with its reason,
+    /// for a failed one), for a step's summing-up reason.
+    pub(super) fn named(&self, state: StepState) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.record.state == state)
+            .map(|n| match &n.record.reason {
+                Some(reason) if state == StepState::Failed => format!("{} ({reason})", n.instance),
+                _ => n.instance.to_string(),
+            })
+            .collect()
+    }
+
     /// Puts the nodes in the order of `names` (the order the step's nodes
     /// were rolled in when first listed); nodes not named keep theirs, last.
     pub(super) fn reorder(&mut self, names: &[String]) {
@@ -464,21 +477,9 @@ impl Scheduler<'_> {
             return;
         };
         let total = fan.nodes.len();
-        let named = |state: StepState| -> Vec<String> {
-            fan.nodes
-                .iter()
-                .filter(|n| n.record.state == state)
-                .map(|n| match &n.record.reason {
-                    Some(reason) if state == StepState::Failed => {
-                        format!("{} ({reason})", n.instance)
-                    }
-                    _ => n.instance.to_string(),
-                })
-                .collect()
-        };
-        let failed = named(StepState::Failed);
-        let interrupted = named(StepState::Interrupted);
-        let not_started = named(StepState::Skipped);
+        let failed = fan.named(StepState::Failed);
+        let interrupted = fan.named(StepState::Interrupted);
+        let not_started = fan.named(StepState::Skipped);
         let mut r = self.records[i].clone();
         if !interrupted.is_empty() {
             r.state = StepState::Interrupted;

@@ -250,21 +250,9 @@ impl Scheduler<'_> {
                 continue;
             };
             let total = fan.nodes.len();
-            let named = |state: StepState| -> Vec<String> {
-                fan.nodes
-                    .iter()
-                    .filter(|n| n.record.state == state)
-                    .map(|n| match &n.record.reason {
-                        Some(reason) if state == StepState::Failed => {
-                            format!("{} ({reason})", n.instance)
-                        }
-                        _ => n.instance.to_string(),
-                    })
-                    .collect()
-            };
-            let failed = named(StepState::Failed);
-            let interrupted = named(StepState::Interrupted);
-            let succeeded = named(StepState::Succeeded).len();
+            let failed = fan.named(StepState::Failed);
+            let interrupted = fan.named(StepState::Interrupted);
+            let succeeded = fan.named(StepState::Succeeded).len();
             let waiting = fan
                 .nodes
                 .iter()

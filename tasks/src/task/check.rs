@@ -141,18 +141,7 @@ impl TaskKind for CheckKind {
         body: &serde_yaml::Value,
         ctx: &ParseContext<'_>,
     ) -> Result<Arc<dyn Task>, String> {
-        let Some(map) = body.as_mapping() else {
-            return Err(format!("`check` is not a mapping; {HINT}"));
-        };
-        for key in map.keys() {
-            if !key.as_str().is_some_and(|k| KEYS.contains(&k)) {
-                return Err(format!(
-                    "unknown key `{}` in `check`; it takes {}",
-                    key.as_str().unwrap_or("(not text)"),
-                    KEYS.join(", ")
-                ));
-            }
-        }
+        let map = super::body_mapping(body, "check", &KEYS, HINT)?;
         let expectation = Expectation::parse(map, "check", HINT, &[], ctx)?;
         let severity = match map.get("severity").map(|s| s.as_str()) {
             None | Some(Some("error")) => Severity::Error,

@@ -27,3 +27,26 @@ pub(crate) fn step_env(ctx: &TaskContext) -> Vec<(String, String)> {
     env.push(("KPILOT_ATTEMPT".into(), ctx.attempt.to_string()));
     env
 }
+
+/// A body that is a mapping of `keys` only; the error names the body and
+/// says what it takes (`hint`: an example of the body written right).
+pub(crate) fn body_mapping<'a>(
+    body: &'a serde_yaml::Value,
+    kind: &str,
+    keys: &[&str],
+    hint: &str,
+) -> Result<&'a serde_yaml::Mapping, String> {
+    let Some(map) = body.as_mapping() else {
+        return Err(format!("`{kind}` is not a mapping; {hint}"));
+    };
+    for key in map.keys() {
+        if !key.as_str().is_some_and(|k| keys.contains(&k)) {
+            return Err(format!(
+                "unknown key `{}` in `{kind}`; it takes {}",
+                key.as_str().unwrap_or("(not text)"),
+                keys.join(", ")
+            ));
+        }
+    }
+    Ok(map)
+}

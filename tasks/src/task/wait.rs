@@ -111,18 +111,7 @@ impl TaskKind for WaitKind {
         body: &serde_yaml::Value,
         ctx: &ParseContext<'_>,
     ) -> Result<Arc<dyn Task>, String> {
-        let Some(map) = body.as_mapping() else {
-            return Err(format!("`wait` is not a mapping; {HINT}"));
-        };
-        for key in map.keys() {
-            if !key.as_str().is_some_and(|k| KEYS.contains(&k)) {
-                return Err(format!(
-                    "unknown key `{}` in `wait`; it takes {}",
-                    key.as_str().unwrap_or("(not text)"),
-                    KEYS.join(", ")
-                ));
-            }
-        }
+        let map = super::body_mapping(body, "wait", &KEYS, HINT)?;
         let expectation = Expectation::parse(map, "wait", HINT, &["node"], ctx)?;
         if matches!(expectation.query, Query::Node { .. }) {
             return Err(
