@@ -476,7 +476,6 @@ impl Validator<'_> {
         let ids: Vec<String> = parsed.iter().map(|p| p.at.step.clone()).collect();
         let mut edges = Vec::new();
         let mut steps = Vec::new();
-        let mut member_edges: Vec<(usize, usize, NeedOn)> = Vec::new();
         for (i, p) in parsed.iter().enumerate() {
             let at = p.at.clone();
             let id = at.step.as_str();
@@ -493,7 +492,9 @@ impl Validator<'_> {
                             format!("needs `{need}` twice; list each step once"),
                         ),
                         Some(&j) => {
-                            member_edges.push((j, i, *on));
+                            // In the graph too, so that `graph` draws each
+                            // node's sequence and a cycle in it is found.
+                            edges.push((j, i, *on));
                             member_needs.push(Need { step: j, on: *on });
                         }
                         None => {
@@ -734,18 +735,7 @@ impl Validator<'_> {
                 group,
             });
         }
-        // A group's members must form a DAG of their own on each node.
-        let member_ids: Vec<String> = ids.clone();
-        if !member_edges.is_empty() {
-            if let Err(cycles) = Dag::new(&member_ids, &member_edges) {
-                for cycle in cycles {
-                    self.problem(format!(
-                        "the group steps {} need each other in a cycle; remove one of their `needs` so each node's steps form a graph without cycles",
-                        cycle.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-                    ));
-                }
-            }
-        }
+
         for p in &parsed {
             if p.phase == Phase::Repair
                 && !parsed
