@@ -343,6 +343,9 @@ impl RunStore {
             }],
             ..Change::default()
         })?;
+        // A reader that finds the run (its marker) while the driver holds it
+        // reads this snapshot: it must be there before the marker is.
+        store.write_snapshot()?;
         // From here on the run exists.
         let marker = dir.join(CREATED);
         File::create(&marker)
