@@ -269,24 +269,33 @@ impl Scheduler<'_> {
                     break;
                 };
                 fan.running += 1;
-                let mut r = fan.nodes[k].record.clone();
-                r.attempts += 1;
-                r.state = StepState::Running;
-                r.started_at.get_or_insert_with(Utc::now);
-                r.ended_at = None;
-                r.reason = None;
-                let attempt = r.attempts;
-                let instance = fan.nodes[k].instance.clone();
-                self.change.events.push(EventKind::AttemptStarted {
-                    step: self.plan.steps[i].id.clone(),
-                    instance: instance.clone(),
-                    attempt,
-                });
-                self.set_node(i, k, r, false);
-                self.spawn_node(i, k, instance, attempt);
+                self.start_node_attempt(i, k);
             }
             a += 1;
         }
+    }
+
+    /// Records that a new attempt of step `i` starts on node `k` (in the
+    /// change committed before it is launched) and prepares it.
+    pub(super) fn start_node_attempt(&mut self, i: usize, k: usize) {
+        let Some(fan) = self.fans[i].as_ref() else {
+            return;
+        };
+        let mut r = fan.nodes[k].record.clone();
+        r.attempts += 1;
+        r.state = StepState::Running;
+        r.started_at.get_or_insert_with(Utc::now);
+        r.ended_at = None;
+        r.reason = None;
+        let attempt = r.attempts;
+        let instance = fan.nodes[k].instance.clone();
+        self.change.events.push(EventKind::AttemptStarted {
+            step: self.plan.steps[i].id.clone(),
+            instance: instance.clone(),
+            attempt,
+        });
+        self.set_node(i, k, r, false);
+        self.spawn_node(i, k, instance, attempt);
     }
 
     /// Starts members of groups queued on their nodes while the run's
@@ -300,7 +309,7 @@ impl Scheduler<'_> {
         }
     }
 
-    pub(super) fn spawn_node(&mut self, i: usize, k: usize, instance: InstanceId, attempt: u32) {
+    fn spawn_node(&mut self, i: usize, k: usize, instance: InstanceId, attempt: u32) {
         let run = self.attempt(i, instance, attempt);
         self.executing += 1;
         self.starting.push(Box::pin(async move {

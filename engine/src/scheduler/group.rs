@@ -150,24 +150,9 @@ impl Scheduler<'_> {
         let Some(fan) = self.fans[m].as_mut() else {
             return;
         };
-        let node = &mut fan.nodes[k];
-        node.queued = false;
+        fan.nodes[k].queued = false;
         fan.running += 1;
-        let mut r = fan.nodes[k].record.clone();
-        r.attempts += 1;
-        r.state = StepState::Running;
-        r.started_at.get_or_insert_with(Utc::now);
-        r.ended_at = None;
-        r.reason = None;
-        let attempt = r.attempts;
-        let instance = fan.nodes[k].instance.clone();
-        self.change.events.push(EventKind::AttemptStarted {
-            step: self.plan.steps[m].id.clone(),
-            instance: instance.clone(),
-            attempt,
-        });
-        self.set_node(m, k, r, false);
-        self.spawn_node(m, k, instance, attempt);
+        self.start_node_attempt(m, k);
     }
 
     /// Nothing more happens on node `k` of group `g` in this drive: its
