@@ -65,7 +65,7 @@ fn init_tracing() {
     // sled's own log lines say nothing a person can act on; kpilot reports a
     // damaged run itself, once.
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sled=off"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,sled=off,kube_client=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -33,6 +33,9 @@ pub struct TaskContext {
     pub facts: Facts,
     /// What the run changed outside kpilot and may have to undo (see [`Ledger`]).
     pub ledger: Ledger,
+    /// A person asked for this step to run again (`kpilot resume --retry`):
+    /// what an earlier attempt left outside kpilot is replaced, not taken over.
+    pub retried: bool,
 }
 
 /// What one attempt of a task produced.
@@ -102,6 +105,14 @@ pub trait Task: Send + Sync + fmt::Debug {
     /// Runs one attempt. Dropping the future must stop everything the attempt
     /// started: that is how timeouts and cancellation reach it.
     async fn run(&self, ctx: &TaskContext) -> TaskOutput;
+
+    /// What an attempt kpilot lost (it stopped while the attempt ran) left
+    /// outside kpilot, in words for the person who decides whether to retry
+    /// it: an image step's Job and its state. `None` when there is nothing
+    /// to look at. `ctx` is the lost attempt's.
+    async fn left_behind(&self, _ctx: &TaskContext) -> Option<String> {
+        None
+    }
 }
 
 /// What a task kind may look at while it parses a body.

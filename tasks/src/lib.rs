@@ -14,12 +14,15 @@
 //! [`actions`] cordons, uncordons and drains nodes (`cordon`, `uncordon`,
 //! `drain`) and undoes a run's cordons (node safety).
 //! [`upgrade`] plans an upgrade: its hops, what each removes and needs.
+//! [`image`] runs an `image` step's container in the cluster, as a Job or a
+//! Pod pinned to a node, exactly once per attempt.
 
 pub mod actions;
 pub mod agent;
 pub mod apis;
 pub mod data;
 pub mod executor;
+pub mod image;
 pub mod node;
 pub mod params;
 pub mod process;
@@ -59,6 +62,7 @@ pub fn registry_with(cluster: ClusterConfig) -> TaskRegistry {
         Arc::clone(&cluster),
     )));
     registry.register(Box::new(task::wait::WaitKind::new(Arc::clone(&cluster))));
+    registry.register(Box::new(task::image::ImageKind::new(Arc::clone(&cluster))));
     registry.register(Box::new(task::snapshot::SnapshotKind::new(cluster)));
     registry.register(Box::new(task::command::CommandKind));
     registry.register(Box::new(task::script::ScriptKind));

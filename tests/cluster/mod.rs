@@ -16,6 +16,7 @@ mod drivers;
 mod flags;
 mod gate;
 mod hop;
+mod image;
 mod inspect;
 mod kubeadm;
 mod node_actions;

@@ -16,7 +16,7 @@ use super::{kp, kubeconfig, kubectl, node, step_output, unique, wait_ready, Crea
 use crate::util::{step_field, Dir};
 
 /// Polls `what` until it holds; fails the test after a minute.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let started = Instant::now();
     while !cond() {
         assert!(
@@ -27,7 +27,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn get(args: &[&str]) -> Value {
+pub(super) fn get(args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     serde_json::from_str(&kubectl(&all, None)).expect("kubectl JSON")
@@ -48,12 +48,12 @@ fn cordoned_by(name: &str) -> Option<String> {
 }
 
 /// A KWOK node labelled `kpilot-test=label`, Ready.
-fn kwok_node(created: &mut Created, name: &str, label: &str) {
+pub(super) fn kwok_node(created: &mut Created, name: &str, label: &str) {
     created.create(node(name, label, "v1.34.4", None));
     wait_ready(name);
 }
 
-fn namespace(created: &mut Created, name: &str) {
+pub(super) fn namespace(created: &mut Created, name: &str) {
     created.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
 }
 
@@ -138,7 +138,7 @@ fn wait_running(node: &str, count: usize) -> BTreeMap<String, (String, String)> 
 }
 
 /// The API server's audit log of evictions.
-fn audit_log() -> std::path::PathBuf {
+pub(super) fn audit_log() -> std::path::PathBuf {
     let path = kubeconfig()
         .parent()
         .expect("kubeconfig dir")
@@ -187,7 +187,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// The first command between backticks in `text` that starts with `prefix`.
-fn printed_command(text: &str, prefix: &str) -> Vec<String> {
+pub(super) fn printed_command(text: &str, prefix: &str) -> Vec<String> {
     let line = text
         .split('`')
         .find(|s| s.starts_with(prefix))
@@ -196,7 +196,7 @@ fn printed_command(text: &str, prefix: &str) -> Vec<String> {
 }
 
 /// Runs a command kpilot printed, exactly, against the test cluster.
-fn run_printed(dir: &Dir, command: &[String]) -> crate::util::Ran {
+pub(super) fn run_printed(dir: &Dir, command: &[String]) -> crate::util::Ran {
     assert_eq!(command[0], "kpilot", "{command:?}");
     let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
     kp(dir, &args)

@@ -567,8 +567,9 @@ impl Scheduler<'_> {
                 r.ended_at = None;
             } else {
                 r.reason = Some(format!(
-                    "kpilot stopped during attempt {} on {instance} and the step is not idempotent; check the node, then retry or skip the step",
-                    r.attempts
+                    "kpilot stopped during attempt {} on {instance} and the step is not idempotent; check the node, then retry or skip the step{}",
+                    r.attempts,
+                    self.found_note(i, &instance)
                 ));
             }
             r.state = next;

@@ -115,6 +115,7 @@ pub async fn resume(
     observer: &dyn Observer,
 ) -> Result<RunOutcome, SchedulerError> {
     let mut s = Scheduler::load(plan, store, executors, observer, verb)?;
+    s.inspect_lost_attempts(&decisions).await;
     s.prepare_resume(&decisions)?;
     s.drive().await
 }
@@ -187,6 +188,11 @@ struct Scheduler<'o> {
     internal: Vec<String>,
     /// Something was committed since `snapshot.json` was last written.
     snapshot_dirty: bool,
+    /// Steps a person asked to run again in this drive (`--retry`), by index.
+    retried: Vec<bool>,
+    /// What lost attempts of steps that are not idempotent left outside
+    /// kpilot, by step and instance, for the reason they are held with.
+    left_behind: std::collections::HashMap<(usize, InstanceId), String>,
 }
 
 /// How stale `snapshot.json` may get while a run is driven.
@@ -284,6 +290,8 @@ impl<'o> Scheduler<'o> {
             member_ready: VecDeque::new(),
             internal: Vec::new(),
             snapshot_dirty: false,
+            retried: Vec::new(),
+            left_behind: std::collections::HashMap::new(),
         };
         s.run.state = RunState::Running;
         s.run.updated_at = Utc::now();
@@ -622,6 +630,21 @@ impl<'o> Scheduler<'o> {
         }));
     }
 
+    /// What attempt `attempt` of step `i` on `instance` is told about itself.
+    fn task_context(&self, i: usize, instance: InstanceId, attempt: u32) -> TaskContext {
+        TaskContext {
+            run_id: self.run.id.clone(),
+            step_id: self.plan.steps[i].id.clone(),
+            instance,
+            attempt,
+            params: Arc::clone(&self.params),
+            workdir: self.run.workdir.clone(),
+            facts: self.facts.clone(),
+            ledger: self.ledger.clone(),
+            retried: self.retried.get(i).copied().unwrap_or(false),
+        }
+    }
+
     /// One attempt of step `i` on `instance`, through the step's executor,
     /// under its timeout, in a `step` span that names the run, the step, the
     /// attempt and, for a step run on every node, the node.
@@ -642,16 +665,7 @@ impl<'o> Scheduler<'o> {
         if instance != INSTANCE() {
             span.record("node.name", tracing::field::display(&instance));
         }
-        let ctx = TaskContext {
-            run_id: self.run.id.clone(),
-            step_id: step.id.clone(),
-            instance,
-            attempt,
-            params: Arc::clone(&self.params),
-            workdir: self.run.workdir.clone(),
-            facts: self.facts.clone(),
-            ledger: self.ledger.clone(),
-        };
+        let ctx = self.task_context(i, instance, attempt);
         let timeout = step.timeout;
         let run = match self.executors.get(&step.executor) {
             Some(executor) => executor.run(step, ctx),

@@ -5,10 +5,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use super::{Decisions, Scheduler, SchedulerError};
-use crate::id::StepId;
+use super::{Decisions, Scheduler, SchedulerError, INSTANCE};
+use crate::id::{InstanceId, StepId};
 use crate::plan::Body;
 use crate::state::{Approval, EventKind, SkipCause, StepState};
+
+/// How long kpilot looks at what one lost attempt left before it holds the step anyway.
+const LOOK_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Scheduler<'_> {
     pub(super) fn step_index(&self, id: &StepId) -> Result<usize, SchedulerError> {
@@ -18,6 +21,51 @@ impl Scheduler<'_> {
                 run: self.run.id.clone(),
                 step: id.clone(),
             })
+    }
+
+    /// Asks the task of every step that is not idempotent and was found
+    /// running what its lost attempt left outside kpilot, so that the step is
+    /// held with what kpilot found, not only with what it did.
+    pub(super) async fn inspect_lost_attempts(&mut self, d: &Decisions) {
+        let plan = Arc::clone(&self.plan);
+        let decided = |id: &StepId| d.retry.contains(id) || d.skip.iter().any(|(s, _)| s == id);
+        let mut lost = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            if step.idempotent || decided(&step.id) {
+                continue;
+            }
+            let Body::Task { task, .. } = &step.body else {
+                continue;
+            };
+            if self.records[i].state == StepState::Running && !step.placement.has_instances() {
+                lost.push((i, INSTANCE(), self.records[i].attempts, Arc::clone(task)));
+            }
+            if let Some(fan) = &self.fans[i] {
+                for node in &fan.nodes {
+                    if node.record.state == StepState::Running {
+                        lost.push((i, node.instance.clone(), node.record.attempts, Arc::clone(task)));
+                    }
+                }
+            }
+        }
+        for (i, instance, attempt, task) in lost {
+            let ctx = self.task_context(i, instance.clone(), attempt);
+            // A cluster that does not answer must not keep the resume from
+            // deciding: the step is held either way.
+            let found = tokio::time::timeout(LOOK_BUDGET, task.left_behind(&ctx)).await;
+            if let Ok(Some(text)) = found {
+                self.left_behind.insert((i, instance), text);
+            }
+        }
+    }
+
+    /// What a lost attempt of step `i` on `instance` left, as the end of the
+    /// reason it is held with.
+    pub(super) fn found_note(&self, i: usize, instance: &InstanceId) -> String {
+        self.left_behind
+            .get(&(i, instance.clone()))
+            .map(|t| format!("; kpilot found {t}"))
+            .unwrap_or_default()
     }
 
     pub(super) fn prepare_resume(&mut self, d: &Decisions) -> Result<(), SchedulerError> {
@@ -85,6 +133,7 @@ impl Scheduler<'_> {
             });
         }
 
+        self.retried = retry.clone();
         // Which steps start over, and so everything downstream of them too.
         let mut reset = vec![false; self.records.len()];
         // Steps that start over by their own decision (not only as a
@@ -157,8 +206,9 @@ impl Scheduler<'_> {
                     r.state = StepState::Interrupted;
                     r.repairing = false;
                     r.reason = Some(format!(
-                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then retry or skip it",
-                        r.attempts
+                        "kpilot stopped during attempt {} and the step is not idempotent; check its effect, then retry or skip it{}",
+                        r.attempts,
+                        self.found_note(i, &INSTANCE())
                     ));
                     self.set(i, r, true);
                     false

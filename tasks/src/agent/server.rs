@@ -353,6 +353,7 @@ async fn run(
     let ctx = TaskContext {
         facts: Facts::in_memory(run_id.clone()),
         ledger: kpilot_engine::store::Ledger::in_memory(run_id.clone()),
+        retried: false,
         run_id,
         step_id,
         instance: InstanceId::named(request.instance),

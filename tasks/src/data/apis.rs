@@ -362,6 +362,7 @@ mod tests {
             workdir: std::env::temp_dir(),
             facts: Facts::in_memory(run.clone()),
             ledger: kpilot_engine::store::Ledger::in_memory(run),
+            retried: false,
         }
     }
 

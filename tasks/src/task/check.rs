@@ -375,6 +375,7 @@ mod tests {
             workdir: dir.to_owned(),
             facts: Facts::in_memory(run.clone()),
             ledger: kpilot_engine::store::Ledger::in_memory(run),
+            retried: false,
         }
     }
 

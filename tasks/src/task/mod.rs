@@ -1,6 +1,7 @@
 //! One module per task kind.
 
 pub mod check;
+pub mod image;
 pub mod command;
 pub(crate) mod expect;
 pub mod node_action;
