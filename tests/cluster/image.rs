@@ -19,9 +19,8 @@ use crate::util::Dir;
 /// The annotations that make KWOK end a pod with `code` after `delay`,
 /// writing `message` as its termination message.
 fn ending(code: i32, delay: &str, message: Option<&str>) -> String {
-    let mut a = format!(
-        "{{kpilot-test.kwok/exit-code: \"{code}\", kpilot-test.kwok/delay: \"{delay}\""
-    );
+    let mut a =
+        format!("{{kpilot-test.kwok/exit-code: \"{code}\", kpilot-test.kwok/delay: \"{delay}\"");
     if let Some(m) = message {
         a.push_str(&format!(", kpilot-test.kwok/message: '{m}'"));
     }
@@ -143,11 +142,13 @@ kptest!(a_global_image_step_passes_and_fails_by_exit_code, |dir| {
     assert!(jobs.values().all(|&n| n == 1), "{jobs:?}");
 });
 
-kptest!(a_termination_message_is_the_steps_result_for_when_and_expect, |dir| {
-    let mut made = Created::default();
-    let (ns, label) = place(&mut made, "img-msg");
-    let steps = format!(
-        r#"    - id: probe
+kptest!(
+    a_termination_message_is_the_steps_result_for_when_and_expect,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-msg");
+        let steps = format!(
+            r#"    - id: probe
       phase: pre-check
       timeout: 60s
       image: {{image: registry.invalid/probe:1, namespace: {ns}, result: termination-message,
@@ -174,46 +175,58 @@ kptest!(a_termination_message_is_the_steps_result_for_when_and_expect, |dir| {
               expect: "exitCode == 1 && result.found > 1",
               nodeSelector: {{kpilot-test: {label}}}, annotations: {judged}}}
 "#,
-        found = ending(0, "100ms", Some(r#"{"ok": true, "found": 2}"#)),
-        unhealthy = ending(0, "100ms", Some(r#"{"ok": false, "errors": ["dns lookup of kubernetes.default failed"]}"#)),
-        judged = ending(1, "100ms", Some(r#"{"found": 4}"#)),
-    );
-    let wf = workflow(&dir, "img-msg", &steps);
-    super::kp(&dir, &["run", &wf, "--run-id", "msg"]).expect(1);
-    assert_eq!(dir.step_state("msg", "probe"), "succeeded");
-    assert_eq!(
-        step_output(&dir, "msg", "probe")["result"],
-        json!({"ok": true, "found": 2})
-    );
-    assert_eq!(dir.step_state("msg", "when-two"), "succeeded");
-    assert_eq!(dir.step_state("msg", "when-three"), "skipped");
-    assert_eq!(dir.step_state("msg", "health"), "failed");
-    let status = dir.status("msg");
-    let reason = crate::util::step_field(&status, "health", "reason");
-    assert!(
-        reason.contains("reported not ok: dns lookup of kubernetes.default failed"),
-        "{reason}"
-    );
-    assert_eq!(dir.step_state("msg", "judged"), "succeeded", "{status}");
-    assert_cleaned_up(&ns, "msg");
-});
-
-kptest!(per_node_pods_are_pinned_to_every_node_even_a_cordoned_one_within_max_parallel, |dir| {
-    let mut made = Created::default();
-    let label = unique("img-nodes");
-    namespace(&mut made, &label);
-    let nodes: Vec<String> = (1..=4).map(|i| format!("{label}-n{i}")).collect();
-    for n in &nodes {
-        kwok_node(&mut made, n, &label);
+            found = ending(0, "100ms", Some(r#"{"ok": true, "found": 2}"#)),
+            unhealthy = ending(
+                0,
+                "100ms",
+                Some(r#"{"ok": false, "errors": ["dns lookup of kubernetes.default failed"]}"#)
+            ),
+            judged = ending(1, "100ms", Some(r#"{"found": 4}"#)),
+        );
+        let wf = workflow(&dir, "img-msg", &steps);
+        super::kp(&dir, &["run", &wf, "--run-id", "msg"]).expect(1);
+        assert_eq!(dir.step_state("msg", "probe"), "succeeded");
+        assert_eq!(
+            step_output(&dir, "msg", "probe")["result"],
+            json!({"ok": true, "found": 2})
+        );
+        assert_eq!(dir.step_state("msg", "when-two"), "succeeded");
+        assert_eq!(dir.step_state("msg", "when-three"), "skipped");
+        assert_eq!(dir.step_state("msg", "health"), "failed");
+        let status = dir.status("msg");
+        let reason = crate::util::step_field(&status, "health", "reason");
+        assert!(
+            reason.contains("reported not ok: dns lookup of kubernetes.default failed"),
+            "{reason}"
+        );
+        assert_eq!(dir.step_state("msg", "judged"), "succeeded", "{status}");
+        assert_cleaned_up(&ns, "msg");
     }
-    // A cordoned node with a NoSchedule taint: inspected all the same.
-    kubectl(&["cordon", &nodes[3]], None);
-    kubectl(
-        &["taint", "node", &nodes[3], "kpilot-test/broken=yes:NoSchedule"],
-        None,
-    );
-    let steps = format!(
-        r#"    - id: inspect
+);
+
+kptest!(
+    per_node_pods_are_pinned_to_every_node_even_a_cordoned_one_within_max_parallel,
+    |dir| {
+        let mut made = Created::default();
+        let label = unique("img-nodes");
+        namespace(&mut made, &label);
+        let nodes: Vec<String> = (1..=4).map(|i| format!("{label}-n{i}")).collect();
+        for n in &nodes {
+            kwok_node(&mut made, n, &label);
+        }
+        // A cordoned node with a NoSchedule taint: inspected all the same.
+        kubectl(&["cordon", &nodes[3]], None);
+        kubectl(
+            &[
+                "taint",
+                "node",
+                &nodes[3],
+                "kpilot-test/broken=yes:NoSchedule",
+            ],
+            None,
+        );
+        let steps = format!(
+            r#"    - id: inspect
       phase: pre-check
       executor: cluster-nodes
       nodes: {{selector: "kpilot-test={label}", maxParallel: 2}}
@@ -222,177 +235,211 @@ kptest!(per_node_pods_are_pinned_to_every_node_even_a_cordoned_one_within_max_pa
               volumes: [{{hostPath: /var/log, mountPath: /host/var/log}}],
               annotations: {slow}}}
 "#,
-        slow = ending(0, "1500ms", None)
-    );
-    let wf = workflow(&dir, "img-nodes", &steps);
+            slow = ending(0, "1500ms", None)
+        );
+        let wf = workflow(&dir, "img-nodes", &steps);
 
-    // Watch the Pods while the run goes: how many at once, and where.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let stop = std::sync::Arc::clone(&stop);
-        let ns = label.clone();
-        std::thread::spawn(move || {
-            let mut most = 0;
-            let mut seen: BTreeMap<String, String> = BTreeMap::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let pods = objects("pods", &ns, "nodes");
-                most = most.max(pods.len());
-                for p in &pods {
-                    seen.insert(
-                        p["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
-                        p["spec"]["nodeName"].as_str().unwrap_or_default().to_owned(),
-                    );
+        // Watch the Pods while the run goes: how many at once, and where.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let stop = std::sync::Arc::clone(&stop);
+            let ns = label.clone();
+            std::thread::spawn(move || {
+                let mut most = 0;
+                let mut seen: BTreeMap<String, String> = BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let pods = objects("pods", &ns, "nodes");
+                    most = most.max(pods.len());
+                    for p in &pods {
+                        seen.insert(
+                            p["metadata"]["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                            p["spec"]["nodeName"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned(),
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            (most, seen)
-        })
-    };
-    let started = Instant::now();
-    super::kp(&dir, &["run", &wf, "--run-id", "nodes"]).expect(0);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (most, seen) = watcher.join().expect("watcher");
-    assert!(started.elapsed() >= Duration::from_millis(3000), "two rounds of 1.5 s pods");
-    assert!(most <= 2, "maxParallel 2, yet {most} Pods existed at once");
-    assert!(most >= 1, "the watcher saw no Pod");
-    let pinned: BTreeSet<String> = seen.values().cloned().collect();
-    assert_eq!(pinned, nodes.iter().cloned().collect::<BTreeSet<_>>(), "{seen:?}");
+                (most, seen)
+            })
+        };
+        let started = Instant::now();
+        super::kp(&dir, &["run", &wf, "--run-id", "nodes"]).expect(0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (most, seen) = watcher.join().expect("watcher");
+        assert!(
+            started.elapsed() >= Duration::from_millis(3000),
+            "two rounds of 1.5 s pods"
+        );
+        assert!(most <= 2, "maxParallel 2, yet {most} Pods existed at once");
+        assert!(most >= 1, "the watcher saw no Pod");
+        let pinned: BTreeSet<String> = seen.values().cloned().collect();
+        assert_eq!(
+            pinned,
+            nodes.iter().cloned().collect::<BTreeSet<_>>(),
+            "{seen:?}"
+        );
 
-    let status = dir.status("nodes");
-    let instances: Vec<Value> = status["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .filter(|s| s["id"] == "inspect" && s["instance"] != "global")
-        .cloned()
-        .collect();
-    assert_eq!(instances.len(), 4, "{status}");
-    for i in &instances {
-        assert_eq!(i["state"], "succeeded", "{i}");
-        assert_eq!(i["output"]["kind"], "Pod", "{i}");
-        assert_eq!(i["output"]["node"], i["instance"], "{i}");
+        let status = dir.status("nodes");
+        let instances: Vec<Value> = status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["id"] == "inspect" && s["instance"] != "global")
+            .cloned()
+            .collect();
+        assert_eq!(instances.len(), 4, "{status}");
+        for i in &instances {
+            assert_eq!(i["state"], "succeeded", "{i}");
+            assert_eq!(i["output"]["kind"], "Pod", "{i}");
+            assert_eq!(i["output"]["node"], i["instance"], "{i}");
+        }
+        let pods = created("pods", &label);
+        assert_eq!(pods.len(), 4, "{pods:?}");
+        assert_cleaned_up(&label, "nodes");
     }
-    let pods = created("pods", &label);
-    assert_eq!(pods.len(), 4, "{pods:?}");
-    assert_cleaned_up(&label, "nodes");
-});
+);
 
-kptest!(a_timeout_deletes_the_job_and_fails_with_reason_timeout, |dir| {
-    let mut made = Created::default();
-    let (ns, label) = place(&mut made, "img-timeout");
-    let steps = format!(
-        r#"    - id: hangs
+kptest!(
+    a_timeout_deletes_the_job_and_fails_with_reason_timeout,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-timeout");
+        let steps = format!(
+            r#"    - id: hangs
       phase: pre-check
       timeout: 3s
       image: {{image: registry.invalid/hang:1, namespace: {ns},
               nodeSelector: {{kpilot-test: {label}}}, annotations: {never}}}
 "#,
-        never = ending(0, "1h", None)
-    );
-    let wf = workflow(&dir, "img-timeout", &steps);
-    super::kp(&dir, &["run", &wf, "--run-id", "t"]).expect(1);
-    let status = dir.status("t");
-    let reason = crate::util::step_field(&status, "hangs", "reason");
-    assert!(reason.starts_with("timeout: Job"), "{reason}");
-    assert!(reason.contains("kpilot deleted it"), "{reason}");
-    assert_cleaned_up(&ns, "t");
-});
+            never = ending(0, "1h", None)
+        );
+        let wf = workflow(&dir, "img-timeout", &steps);
+        super::kp(&dir, &["run", &wf, "--run-id", "t"]).expect(1);
+        let status = dir.status("t");
+        let reason = crate::util::step_field(&status, "hangs", "reason");
+        assert!(reason.starts_with("timeout: Job"), "{reason}");
+        assert!(reason.contains("kpilot deleted it"), "{reason}");
+        assert_cleaned_up(&ns, "t");
+    }
+);
 
-kptest!(kill_9_during_the_job_then_resume_takes_the_same_job_over, |dir| {
-    let mut made = Created::default();
-    let (ns, label) = place(&mut made, "img-kill");
-    let steps = format!(
-        r#"    - id: long
+kptest!(
+    kill_9_during_the_job_then_resume_takes_the_same_job_over,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-kill");
+        let steps = format!(
+            r#"    - id: long
       phase: pre-check
       idempotent: true
       timeout: 120s
       image: {{image: registry.invalid/long:1, namespace: {ns},
               nodeSelector: {{kpilot-test: {label}}}, annotations: {slow}}}
 "#,
-        slow = ending(0, "8s", None)
-    );
-    let wf = workflow(&dir, "img-kill", &steps);
-    let child = dir
-        .cmd(&["run", &wf, "--run-id", "k"])
-        .env("KUBECONFIG", kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kpilot starts");
-    wait_until("the Job runs", || {
-        objects("pods", &ns, "k")
-            .iter()
-            .any(|p| p["status"]["phase"] == "Running")
-    });
-    crate::util::kill_9_and_wait_for_guardians(child);
-    let job = objects("jobs", &ns, "k");
-    assert_eq!(job.len(), 1, "the Job outlives kpilot");
-    let uid = job[0]["metadata"]["uid"].clone();
+            slow = ending(0, "8s", None)
+        );
+        let wf = workflow(&dir, "img-kill", &steps);
+        let child = dir
+            .cmd(&["run", &wf, "--run-id", "k"])
+            .env("KUBECONFIG", kubeconfig())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kpilot starts");
+        wait_until("the Job runs", || {
+            objects("pods", &ns, "k")
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running")
+        });
+        crate::util::kill_9_and_wait_for_guardians(child);
+        let job = objects("jobs", &ns, "k");
+        assert_eq!(job.len(), 1, "the Job outlives kpilot");
+        let uid = job[0]["metadata"]["uid"].clone();
 
-    let status = dir.kp(&["status", "k"]).expect(0);
-    let resume = printed_command(&status.stdout, "kpilot resume");
-    assert_eq!(resume, ["kpilot", "resume", "k"], "{}", status.stdout);
-    run_printed(&dir, &resume).expect(0);
-    let out = step_output(&dir, "k", "long");
-    assert_eq!(out["takenOver"], json!(1), "{out}");
-    assert_eq!(out["exitCode"], json!(0), "{out}");
-    let jobs = created("jobs", &ns);
-    assert_eq!(jobs.len(), 1, "one Job ever: {jobs:?}");
-    assert_eq!(jobs.values().next(), Some(&1), "{jobs:?}");
-    assert!(!uid.is_null());
-    assert_cleaned_up(&ns, "k");
-});
+        let status = dir.kp(&["status", "k"]).expect(0);
+        let resume = printed_command(&status.stdout, "kpilot resume");
+        assert_eq!(resume, ["kpilot", "resume", "k"], "{}", status.stdout);
+        run_printed(&dir, &resume).expect(0);
+        let out = step_output(&dir, "k", "long");
+        assert_eq!(out["takenOver"], json!(1), "{out}");
+        assert_eq!(out["exitCode"], json!(0), "{out}");
+        let jobs = created("jobs", &ns);
+        assert_eq!(jobs.len(), 1, "one Job ever: {jobs:?}");
+        assert_eq!(jobs.values().next(), Some(&1), "{jobs:?}");
+        assert!(!uid.is_null());
+        assert_cleaned_up(&ns, "k");
+    }
+);
 
-kptest!(a_non_idempotent_image_step_found_running_is_held_with_what_kpilot_found, |dir| {
-    let mut made = Created::default();
-    let (ns, label) = place(&mut made, "img-held");
-    let steps = format!(
-        r#"    - id: migrate
+kptest!(
+    a_non_idempotent_image_step_found_running_is_held_with_what_kpilot_found,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-held");
+        let steps = format!(
+            r#"    - id: migrate
       phase: upgrade
       timeout: 120s
       image: {{image: registry.invalid/migrate:1, namespace: {ns},
               nodeSelector: {{kpilot-test: {label}}}, annotations: {slow}}}
 "#,
-        slow = ending(0, "6s", None)
-    );
-    let wf = workflow(&dir, "img-held", &steps);
-    let child = dir
-        .cmd(&["run", &wf, "--run-id", "h"])
-        .env("KUBECONFIG", kubeconfig())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kpilot starts");
-    wait_until("the Job runs", || {
-        objects("pods", &ns, "h")
-            .iter()
-            .any(|p| p["status"]["phase"] == "Running")
-    });
-    crate::util::kill_9_and_wait_for_guardians(child);
-    let first = objects("jobs", &ns, "h");
-    assert_eq!(first.len(), 1);
-    let first_name = first[0]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            slow = ending(0, "6s", None)
+        );
+        let wf = workflow(&dir, "img-held", &steps);
+        let child = dir
+            .cmd(&["run", &wf, "--run-id", "h"])
+            .env("KUBECONFIG", kubeconfig())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("kpilot starts");
+        wait_until("the Job runs", || {
+            objects("pods", &ns, "h")
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running")
+        });
+        crate::util::kill_9_and_wait_for_guardians(child);
+        let first = objects("jobs", &ns, "h");
+        assert_eq!(first.len(), 1);
+        let first_name = first[0]["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
 
-    // A resume without a decision holds the step, saying what is in the cluster.
-    super::kp(&dir, &["resume", "h"]).expect(3);
-    let status = dir.status("h");
-    assert_eq!(crate::util::step_field(&status, "migrate", "state"), "interrupted");
-    let reason = crate::util::step_field(&status, "migrate", "reason");
-    assert!(
-        reason.contains(&format!("kpilot found Job `{ns}/{first_name}`")),
-        "{reason}"
-    );
-    let text = dir.kp(&["status", "h"]).expect(0);
-    let retry = printed_command(&text.stdout, "kpilot resume h --retry");
-    assert_eq!(retry, ["kpilot", "resume", "h", "--retry", "migrate"], "{}", text.stdout);
-    run_printed(&dir, &retry).expect(0);
-    let out = step_output(&dir, "h", "migrate");
-    assert_eq!(out["takenOver"], Value::Null, "a retry replaces: {out}");
-    let jobs = created("jobs", &ns);
-    assert_eq!(jobs.len(), 2, "the first Job and the retry's: {jobs:?}");
-    assert!(jobs.contains_key(&first_name), "{jobs:?}");
-    assert_cleaned_up(&ns, "h");
-});
+        // A resume without a decision holds the step, saying what is in the cluster.
+        super::kp(&dir, &["resume", "h"]).expect(3);
+        let status = dir.status("h");
+        assert_eq!(
+            crate::util::step_field(&status, "migrate", "state"),
+            "interrupted"
+        );
+        let reason = crate::util::step_field(&status, "migrate", "reason");
+        assert!(
+            reason.contains(&format!("kpilot found Job `{ns}/{first_name}`")),
+            "{reason}"
+        );
+        let text = dir.kp(&["status", "h"]).expect(0);
+        let retry = printed_command(&text.stdout, "kpilot resume h --retry");
+        assert_eq!(
+            retry,
+            ["kpilot", "resume", "h", "--retry", "migrate"],
+            "{}",
+            text.stdout
+        );
+        run_printed(&dir, &retry).expect(0);
+        let out = step_output(&dir, "h", "migrate");
+        assert_eq!(out["takenOver"], Value::Null, "a retry replaces: {out}");
+        let jobs = created("jobs", &ns);
+        assert_eq!(jobs.len(), 2, "the first Job and the retry's: {jobs:?}");
+        assert!(jobs.contains_key(&first_name), "{jobs:?}");
+        assert_cleaned_up(&ns, "h");
+    }
+);
 
 kptest!(a_kept_failure_names_the_command_that_deletes_it, |dir| {
     let mut made = Created::default();
@@ -414,23 +461,29 @@ kptest!(a_kept_failure_names_the_command_that_deletes_it, |dir| {
     let status = dir.status("kept");
     let reason = crate::util::step_field(&status, "kept", "reason");
     let delete = printed_command(&reason, "kubectl ");
-    assert_eq!(&delete[..4], ["kubectl", "-n", ns.as_str(), "delete"], "{reason}");
+    assert_eq!(
+        &delete[..4],
+        ["kubectl", "-n", ns.as_str(), "delete"],
+        "{reason}"
+    );
     let args: Vec<&str> = delete[1..].iter().map(String::as_str).collect();
     kubectl(&args, None);
     assert_cleaned_up(&ns, "kept");
 });
 
-kptest!(a_missing_namespace_a_missing_service_account_and_podsecurity_fail_naming_the_step, |dir| {
-    let mut made = Created::default();
-    let (ns, label) = place(&mut made, "img-refused");
-    let strict = format!("{ns}-strict");
-    made.create(json!({
+kptest!(
+    a_missing_namespace_a_missing_service_account_and_podsecurity_fail_naming_the_step,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-refused");
+        let strict = format!("{ns}-strict");
+        made.create(json!({
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {"name": strict, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}},
     }));
-    let steps = format!(
-        r#"    - id: no-namespace
+        let steps = format!(
+            r#"    - id: no-namespace
       phase: pre-check
       image: {{image: registry.invalid/probe:1, namespace: {ns}-absent}}
     - id: no-account
@@ -441,49 +494,56 @@ kptest!(a_missing_namespace_a_missing_service_account_and_podsecurity_fail_namin
       image: {{image: registry.invalid/probe:1, namespace: {strict}, privileged: true,
               nodeSelector: {{kpilot-test: {label}}}}}
 "#
-    );
-    let wf = workflow(&dir, "img-refused", &steps);
-    let ran = super::kp(&dir, &["run", &wf, "--run-id", "ref"]).expect(1);
-    let status = dir.status("ref");
-    let reason = |id: &str| crate::util::step_field(&status, id, "reason");
-    assert!(
-        reason("no-namespace").contains(&format!("namespace `{ns}-absent` does not exist")),
-        "{}",
-        reason("no-namespace")
-    );
-    assert!(reason("no-namespace").contains("kubectl create namespace"));
-    assert!(
-        reason("no-account").contains(&format!("service account `absent` does not exist in namespace `{ns}`")),
-        "{}",
-        reason("no-account")
-    );
-    assert!(
-        reason("privileged").contains("violates PodSecurity \"baseline"),
-        "{}",
-        reason("privileged")
-    );
-    // The end of the run names each failed step.
-    for id in ["no-namespace", "no-account", "privileged"] {
-        assert!(ran.stderr.contains(id), "{id}: {}", ran.stderr);
+        );
+        let wf = workflow(&dir, "img-refused", &steps);
+        let ran = super::kp(&dir, &["run", &wf, "--run-id", "ref"]).expect(1);
+        let status = dir.status("ref");
+        let reason = |id: &str| crate::util::step_field(&status, id, "reason");
+        assert!(
+            reason("no-namespace").contains(&format!("namespace `{ns}-absent` does not exist")),
+            "{}",
+            reason("no-namespace")
+        );
+        assert!(reason("no-namespace").contains("kubectl create namespace"));
+        assert!(
+            reason("no-account").contains(&format!(
+                "service account `absent` does not exist in namespace `{ns}`"
+            )),
+            "{}",
+            reason("no-account")
+        );
+        assert!(
+            reason("privileged").contains("violates PodSecurity \"baseline"),
+            "{}",
+            reason("privileged")
+        );
+        // The end of the run names each failed step.
+        for id in ["no-namespace", "no-account", "privileged"] {
+            assert!(ran.stderr.contains(id), "{id}: {}", ran.stderr);
+        }
+        for n in [ns.as_str(), strict.as_str()] {
+            assert!(created("jobs", n).is_empty(), "nothing created in {n}");
+        }
     }
-    for n in [ns.as_str(), strict.as_str()] {
-        assert!(created("jobs", n).is_empty(), "nothing created in {n}");
-    }
-});
+);
 
-kptest!(an_image_body_with_a_mistake_is_refused_naming_file_step_and_field, |dir| {
-    let wf = workflow(
+kptest!(
+    an_image_body_with_a_mistake_is_refused_naming_file_step_and_field,
+    |dir| {
+        let wf = workflow(
         &dir,
         "img-bad",
         "    - id: probe\n      phase: pre-check\n      image: {image: a, result: {file: out.json}}\n",
     );
-    let ran = dir.kp(&["validate", &wf]).expect(2);
-    assert!(ran.stderr.contains("img-bad.yaml"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("`probe`"), "{}", ran.stderr);
-    assert!(
-        ran.stderr.contains("`image.result.file` `out.json` is not an absolute path"),
-        "{}",
-        ran.stderr
-    );
-    assert!(!dir.exists("state"), "nothing written");
-});
+        let ran = dir.kp(&["validate", &wf]).expect(2);
+        assert!(ran.stderr.contains("img-bad.yaml"), "{}", ran.stderr);
+        assert!(ran.stderr.contains("`probe`"), "{}", ran.stderr);
+        assert!(
+            ran.stderr
+                .contains("`image.result.file` `out.json` is not an absolute path"),
+            "{}",
+            ran.stderr
+        );
+        assert!(!dir.exists("state"), "nothing written");
+    }
+);

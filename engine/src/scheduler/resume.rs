@@ -43,7 +43,12 @@ impl Scheduler<'_> {
             if let Some(fan) = &self.fans[i] {
                 for node in &fan.nodes {
                     if node.record.state == StepState::Running {
-                        lost.push((i, node.instance.clone(), node.record.attempts, Arc::clone(task)));
+                        lost.push((
+                            i,
+                            node.instance.clone(),
+                            node.record.attempts,
+                            Arc::clone(task),
+                        ));
                     }
                 }
             }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 
 use super::{Kind, Launch, CONTAINER};
@@ -130,6 +130,21 @@ impl Objects {
             Err(e) if api_code(&e) == Some(403) => {}
             Err(e) => return Err(ImageError::api(format!("reading namespace `{ns}`"), &e)),
         }
+        if let Some(node) = launch.node.as_deref() {
+            // A Pod pinned to a node that does not exist waits for ever.
+            let nodes: Api<Node> = Api::all(self.client.clone());
+            match nodes.get_opt(node).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(ImageError::Refused {
+                        message: format!("node `{node}` is not a node of the cluster"),
+                        hint: "an image step's Pods run on the cluster's nodes: name agents after their nodes in the inventory, or use `executor: cluster-nodes`".into(),
+                    })
+                }
+                Err(e) if api_code(&e) == Some(403) => {}
+                Err(e) => return Err(ImageError::api(format!("reading node `{node}`"), &e)),
+            }
+        }
         if let Some(sa) = launch.pod.service_account_name.as_deref() {
             let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
             match accounts.get_opt(sa).await {
@@ -252,7 +267,9 @@ impl Objects {
             .and_then(|s| s.conditions.as_ref())
             .and_then(|cs| {
                 cs.iter()
-                    .find(|c| c.status == "True" && matches!(c.type_.as_str(), "Failed" | "Complete"))
+                    .find(|c| {
+                        c.status == "True" && matches!(c.type_.as_str(), "Failed" | "Complete")
+                    })
                     .cloned()
             });
         if let Some(c) = condition {
@@ -316,13 +333,20 @@ impl Objects {
         match tokio::time::timeout(Duration::from_secs(10), self.pods().logs(pod, &lp)).await {
             Ok(Ok(text)) => Ok(text),
             Ok(Err(e)) => Err(api_message(&e)),
-            Err(_) => Err("the API server gave no logs within 10s (the node's kubelet did not answer)".into()),
+            Err(_) => Err(
+                "the API server gave no logs within 10s (the node's kubelet did not answer)".into(),
+            ),
         }
     }
 
     /// Deletes the object (a Job with its Pod), and waits at most `budget`
     /// for it to be gone; returns whether it is.
-    pub async fn delete(&self, kind: Kind, name: &str, budget: Duration) -> Result<bool, ImageError> {
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        budget: Duration,
+    ) -> Result<bool, ImageError> {
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..DeleteParams::default()
@@ -408,7 +432,10 @@ pub fn observe_pod(pod: &Pod) -> Observed {
         let reason = w.reason.as_deref().unwrap_or("waiting");
         let what = format!(
             "pod `{name}` is {phase}: its container is waiting ({reason}{})",
-            w.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+            w.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
         );
         if HOPELESS.contains(&reason) {
             return Observed::Ended(Ended {

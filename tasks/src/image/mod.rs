@@ -211,10 +211,12 @@ impl Launch {
         if let Some(node) = &self.node {
             spec.node_name = Some(node.clone());
             spec.node_selector = None;
-            spec.tolerations.get_or_insert_with(Vec::new).push(Toleration {
-                operator: Some("Exists".into()),
-                ..Toleration::default()
-            });
+            spec.tolerations
+                .get_or_insert_with(Vec::new)
+                .push(Toleration {
+                    operator: Some("Exists".into()),
+                    ..Toleration::default()
+                });
         }
         Pod {
             metadata: self.meta(),
@@ -283,7 +285,10 @@ mod tests {
         assert!(v.len() <= 63, "{v}");
         assert_ne!(label_value(&"a".repeat(81)), v);
         let odd = label_value("node:1");
-        assert!(odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{odd}");
+        assert!(
+            odd.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{odd}"
+        );
     }
 
     #[test]
@@ -312,13 +317,21 @@ mod tests {
         assert_eq!(labels.get("team").map(String::as_str), Some("sre"));
         assert_eq!(labels.get(ATTEMPT_LABEL).map(String::as_str), Some("1"));
 
-        let job = Launch { node: None, ..launch }.job();
+        let job = Launch {
+            node: None,
+            ..launch
+        }
+        .job();
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.ttl_seconds_after_finished, None);
         let template = spec.template.metadata.expect("template metadata");
         assert_eq!(
-            template.labels.expect("labels").get(RUN_LABEL).map(String::as_str),
+            template
+                .labels
+                .expect("labels")
+                .get(RUN_LABEL)
+                .map(String::as_str),
             Some("probe-20261202-050000-00ff")
         );
     }

@@ -194,11 +194,13 @@ impl ImageKind {
         };
         let command = list("command")?;
         if command.as_ref().is_some_and(Vec::is_empty) {
-            return Err("`image.command` is empty; leave it out to run the image's entrypoint".into());
+            return Err(
+                "`image.command` is empty; leave it out to run the image's entrypoint".into(),
+            );
         }
         let args = list("args")?.unwrap_or_default();
         let mut env = Vec::new();
-        for (k, v) in texts(&map, "env", "env: {LEVEL: debug}")? {
+        for (k, v) in texts(map, "env", "env: {LEVEL: debug}")? {
             if k.starts_with("KPILOT_") || k.starts_with("PARAM_") {
                 return Err(format!(
                     "`image.env.{k}`: names starting with KPILOT_ or PARAM_ are kpilot's own; choose another name"
@@ -213,9 +215,11 @@ impl ImageKind {
         };
         let service_account = match map.get("serviceAccount") {
             None => None,
-            Some(v) => Some(scalar(v).filter(|s| !s.is_empty()).ok_or(
-                "`image.serviceAccount` must be the name of a service account",
-            )?),
+            Some(v) => Some(
+                scalar(v)
+                    .filter(|s| !s.is_empty())
+                    .ok_or("`image.serviceAccount` must be the name of a service account")?,
+            ),
         };
         let resources = match map.get("resources") {
             None => None,
@@ -233,19 +237,24 @@ impl ImageKind {
                 "tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}]",
             )?,
         };
-        let node_selector = texts(&map, "nodeSelector", "nodeSelector: {pool: infra}")?
+        let node_selector = texts(map, "nodeSelector", "nodeSelector: {pool: infra}")?
             .into_iter()
             .collect();
-        let labels: BTreeMap<String, String> =
-            texts(&map, "labels", "labels: {team: sre}")?.into_iter().collect();
+        let labels: BTreeMap<String, String> = texts(map, "labels", "labels: {team: sre}")?
+            .into_iter()
+            .collect();
         if let Some(k) = labels.keys().find(|k| k.starts_with("kpilot.io/")) {
             return Err(format!(
                 "`image.labels.{k}`: labels under kpilot.io/ are kpilot's own; choose another key"
             ));
         }
-        let annotations = texts(&map, "annotations", "annotations: {sidecar.istio.io/inject: \"false\"}")?
-            .into_iter()
-            .collect();
+        let annotations = texts(
+            map,
+            "annotations",
+            "annotations: {sidecar.istio.io/inject: \"false\"}",
+        )?
+        .into_iter()
+        .collect();
         let flag = |field: &str| match map.get(field) {
             None => Ok(false),
             Some(serde_yaml::Value::Bool(b)) => Ok(*b),
@@ -261,9 +270,10 @@ impl ImageKind {
                 Expr::compile(s, &["result", "exitCode", "params", "node"])
                     .map_err(|e| format!("`image.expect`: {e}"))?,
             ),
-            Some(_) => {
-                return Err("`image.expect` must be a CEL expression in quotes, like `expect: \"result.ok\"`".into())
-            }
+            Some(_) => return Err(
+                "`image.expect` must be a CEL expression in quotes, like `expect: \"result.ok\"`"
+                    .into(),
+            ),
         };
         if let Some(e) = &expect {
             if e.uses_variable("result") && result == ResultFrom::ExitCode {
@@ -315,16 +325,18 @@ fn texts(
         Some(serde_yaml::Value::Mapping(m)) => m
             .iter()
             .map(|(k, v)| {
-                let k = k
-                    .as_str()
-                    .ok_or_else(|| format!("`image.{field}` keys must be names; write `{example}`"))?;
+                let k = k.as_str().ok_or_else(|| {
+                    format!("`image.{field}` keys must be names; write `{example}`")
+                })?;
                 let v = scalar(v).ok_or_else(|| {
                     format!("`image.{field}.{k}` must be a text; quote it, like `{example}`")
                 })?;
                 Ok((k.to_owned(), v))
             })
             .collect(),
-        Some(_) => Err(format!("`image.{field}` is not a mapping; write `{example}`")),
+        Some(_) => Err(format!(
+            "`image.{field}` is not a mapping; write `{example}`"
+        )),
     }
 }
 
@@ -396,7 +408,9 @@ fn parse_result(v: Option<&serde_yaml::Value>) -> Result<ResultFrom, String> {
             }
             match m.get("file").and_then(|p| p.as_str()) {
                 Some(p) if p.starts_with('/') => Ok(ResultFrom::File(p.to_owned())),
-                Some(p) => Err(format!("`image.result.file` `{p}` is not an absolute path; {hint}")),
+                Some(p) => Err(format!(
+                    "`image.result.file` `{p}` is not an absolute path; {hint}"
+                )),
                 None => Err(format!("`image.result` takes only `file`; {hint}")),
             }
         }
@@ -502,7 +516,11 @@ impl ImageStep {
             volumes: (!volumes.is_empty()).then_some(volumes),
             // A backstop for when kpilot is gone: the kubelet ends the Pod a
             // minute after the step's own time limit.
-            active_deadline_seconds: Some(i64::try_from(limit.as_secs()).unwrap_or(i64::MAX).saturating_add(60)),
+            active_deadline_seconds: Some(
+                i64::try_from(limit.as_secs())
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(60),
+            ),
             ..PodSpec::default()
         };
         Launch {
@@ -552,7 +570,9 @@ impl ImageStep {
             } else {
                 // A person asked for a new attempt, or the last one ended:
                 // never two objects of one step's instance at once.
-                let gone = earlier.delete(entry.kind, &entry.name, DELETE_BUDGET).await?;
+                let gone = earlier
+                    .delete(entry.kind, &entry.name, DELETE_BUDGET)
+                    .await?;
                 if !gone {
                     return Err(ImageError::Refused {
                         message: format!(
@@ -604,7 +624,9 @@ impl ImageStep {
         let result = match (&self.result, &ended.message) {
             (ResultFrom::ExitCode, _) => Value::Null,
             (_, None) => Value::Null,
-            (_, Some(text)) => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())),
+            (_, Some(text)) => {
+                serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+            }
         };
         let code = ended.exit_code.unwrap_or(-1);
         if let Some(expect) = &self.expect {
@@ -625,21 +647,33 @@ impl ImageStep {
                     result,
                 ),
                 Err(e) => (
-                    Some(format!("`{}` cannot be evaluated: {}", expect.source(), e.why())),
+                    Some(format!(
+                        "`{}` cannot be evaluated: {}",
+                        expect.source(),
+                        e.why()
+                    )),
                     result,
                 ),
             };
         }
         if code != 0 {
             let why = ended.reason.as_deref().unwrap_or("Error");
-            return (Some(format!("the container exited with code {code} ({why})")), result);
+            return (
+                Some(format!("the container exited with code {code} ({why})")),
+                result,
+            );
         }
         if self.result != ResultFrom::ExitCode && result.is_null() {
             let place = match &self.result {
                 ResultFrom::File(p) => p.as_str(),
                 _ => "/dev/termination-log",
             };
-            return (Some(format!("the container exited 0 but wrote no result to {place}")), result);
+            return (
+                Some(format!(
+                    "the container exited 0 but wrote no result to {place}"
+                )),
+                result,
+            );
         }
         // The Kuberhealthy contract: `{"ok": false, "errors": [...]}` (its
         // own reports spell them `OK` and `Errors`).
@@ -647,10 +681,21 @@ impl ImageStep {
         if field("ok", "OK") == Some(&Value::Bool(false)) {
             let errors: Vec<String> = field("errors", "Errors")
                 .and_then(Value::as_array)
-                .map(|es| es.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect())
+                .map(|es| {
+                    es.iter()
+                        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let said = if errors.is_empty() { "no errors given".to_owned() } else { errors.join("; ") };
-            return (Some(format!("the container reported not ok: {said}")), result);
+            let said = if errors.is_empty() {
+                "no errors given".to_owned()
+            } else {
+                errors.join("; ")
+            };
+            return (
+                Some(format!("the container reported not ok: {said}")),
+                result,
+            );
         }
         (None, result)
     }
@@ -868,19 +913,30 @@ impl Task for ImageStep {
 
     async fn left_behind(&self, ctx: &TaskContext) -> Option<String> {
         let entry: LedgerEntry = serde_json::from_value(
-            ctx.ledger.get(&Owner {
-                run: ctx.run_id.to_string(),
-                step: ctx.step_id.to_string(),
-                instance: ctx.instance.to_string(),
-                attempt: ctx.attempt,
-            }
-            .ledger_key())?,
+            ctx.ledger.get(
+                &Owner {
+                    run: ctx.run_id.to_string(),
+                    step: ctx.step_id.to_string(),
+                    instance: ctx.instance.to_string(),
+                    attempt: ctx.attempt,
+                }
+                .ledger_key(),
+            )?,
         )
         .ok()?;
-        let what = format!("{} `{}/{}`", entry.kind.as_str(), entry.namespace, entry.name);
+        let what = format!(
+            "{} `{}/{}`",
+            entry.kind.as_str(),
+            entry.namespace,
+            entry.name
+        );
         let client = match self.cluster.client().await {
             Ok(c) => c,
-            Err(e) => return Some(format!("{what} in the ledger, and could not look at it: {e}")),
+            Err(e) => {
+                return Some(format!(
+                    "{what} in the ledger, and could not look at it: {e}"
+                ))
+            }
         };
         let objects = Objects::new(client, &entry.namespace);
         Some(match objects.observe(entry.kind, &entry.name).await {
@@ -934,19 +990,43 @@ mod tests {
     fn mistakes_are_named_with_what_to_write() {
         let cases = [
             ("{command: [x]}", "`image.image` is missing"),
-            ("{image: a, imagePullPolicy: Always}", "unknown key `imagePullPolicy`"),
-            ("{image: a, result: stdout}", "`image.result` `stdout` is not known"),
-            ("{image: a, result: {file: out.json}}", "not an absolute path"),
-            ("{image: a, expect: \"result.ok\"}", "the step has no result"),
-            ("{image: a, volumes: [{hostPath: /x}]}", "`image.volumes[0].mountPath` is missing"),
-            ("{image: a, volumes: [{emptyDir: {}}]}", "has no field `emptyDir`"),
+            (
+                "{image: a, imagePullPolicy: Always}",
+                "unknown key `imagePullPolicy`",
+            ),
+            (
+                "{image: a, result: stdout}",
+                "`image.result` `stdout` is not known",
+            ),
+            (
+                "{image: a, result: {file: out.json}}",
+                "not an absolute path",
+            ),
+            (
+                "{image: a, expect: \"result.ok\"}",
+                "the step has no result",
+            ),
+            (
+                "{image: a, volumes: [{hostPath: /x}]}",
+                "`image.volumes[0].mountPath` is missing",
+            ),
+            (
+                "{image: a, volumes: [{emptyDir: {}}]}",
+                "has no field `emptyDir`",
+            ),
             ("{image: a, env: {KPILOT_RUN_ID: x}}", "kpilot's own"),
             ("{image: a, labels: {kpilot.io/run: x}}", "kpilot's own"),
             ("{image: a, args: \"--x\"}", "`image.args` is not a list"),
             ("{image: a, command: []}", "`image.command` is empty"),
             ("{image: \"{{params.nope}}\"}", "does not declare"),
-            ("{image: a, tolerations: [{operator: 3}]}", "`image.tolerations` is not as a Pod writes it"),
-            ("{image: a, hostPID: yes please}", "`image.hostPID` is not true or false"),
+            (
+                "{image: a, tolerations: [{operator: 3}]}",
+                "`image.tolerations` is not as a Pod writes it",
+            ),
+            (
+                "{image: a, hostPID: yes please}",
+                "`image.hostPID` is not true or false",
+            ),
         ];
         for (body, wanted) in cases {
             let err = parse(body).expect_err(body);
@@ -957,8 +1037,14 @@ mod tests {
     fn step(text: &str) -> ImageStep {
         let body: serde_yaml::Value = serde_yaml::from_str(text).expect("yaml");
         let kind = ImageKind::new(Arc::new(Cluster::new(crate::ClusterConfig::default())));
-        kind.body(&body, &ParseContext { step_id: "p", params: &[] })
-            .expect("parses")
+        kind.body(
+            &body,
+            &ParseContext {
+                step_id: "p",
+                params: &[],
+            },
+        )
+        .expect("parses")
     }
 
     fn ctx() -> TaskContext {
@@ -994,7 +1080,13 @@ mod tests {
         assert!(f.expect("fails").contains("exited with code 3"));
 
         let s = step("{image: a, result: termination-message}");
-        let (f, r) = s.judge(&ended(0, Some(r#"{"ok": false, "errors": ["dns down", "no route"]}"#)), &ctx());
+        let (f, r) = s.judge(
+            &ended(
+                0,
+                Some(r#"{"ok": false, "errors": ["dns down", "no route"]}"#),
+            ),
+            &ctx(),
+        );
         assert!(f.expect("fails").contains("dns down; no route"));
         assert_eq!(r["ok"], json!(false));
         let (f, _) = s.judge(&ended(0, None), &ctx());

@@ -1,9 +1,9 @@
 //! One module per task kind.
 
 pub mod check;
-pub mod image;
 pub mod command;
 pub(crate) mod expect;
+pub mod image;
 pub mod node_action;
 pub mod script;
 pub mod snapshot;
