@@ -82,6 +82,17 @@ fn created(resource: &str, ns: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// The command kpilot printed on a line of its own, starting with `prefix`.
+fn printed_line(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}…` printed in:\n{text}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A namespace and a KWOK node for a test, labelled `kpilot-test=label`.
 fn place(created: &mut Created, tag: &str) -> (String, String) {
     let label = unique(tag);
@@ -424,7 +435,7 @@ kptest!(
             "{reason}"
         );
         let text = dir.kp(&["status", "h"]).expect(0);
-        let retry = printed_command(&text.stdout, "kpilot resume h --retry");
+        let retry = printed_line(&text.stdout, "kpilot resume h --retry");
         assert_eq!(
             retry,
             ["kpilot", "resume", "h", "--retry", "migrate"],
