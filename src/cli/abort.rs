@@ -1,5 +1,6 @@
 //! `kpilot abort RUN [--restore]`: end a run for good; with `--restore`,
-//! uncordon the nodes it cordoned.
+//! uncordon the nodes it cordoned and delete the Jobs and Pods its image
+//! steps left in the cluster.
 
 use clap::Args;
 use kpilot_engine::state::{EventKind, RunState};
@@ -75,6 +76,23 @@ pub async fn abort(args: AbortArgs, state: &StateArgs) -> anyhow::Result<Exit> {
         if restored.uncordoned.is_empty() && restored.left_cordoned.is_empty() {
             eprintln!("kpilot: run {id} had no node cordoned");
         }
+        if !kpilot_tasks::image::left_behind(&ledger).is_empty() {
+            let client = cluster.client().await.map_err(|e| {
+                Usage(format!(
+                    "--restore cannot reach the cluster: {e}; check --kubeconfig and --context"
+                ))
+            })?;
+            for object in kpilot_tasks::image::cluster::remove_left_behind(&ledger, &client).await?
+            {
+                eprintln!("kpilot: abort --restore: deleted {object}, left by an image step");
+            }
+        }
+    }
+    for (at, object) in kpilot_tasks::image::left_behind(&ledger) {
+        eprintln!(
+            "kpilot: run {id} left {} in the cluster (step {at}); `kpilot abort {id} --restore` deletes it",
+            object.describe()
+        );
     }
     let left = safety::cordoned(&ledger);
     if !left.is_empty() {

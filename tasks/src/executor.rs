@@ -387,6 +387,23 @@ impl Executor for PerNode {
     }
 
     fn run(&self, step: &PlannedStep, ctx: TaskContext) -> AttemptFuture {
+        if let (Body::Task { local: true, .. }, Placement::PoolMember) =
+            (&step.body, step.placement)
+        {
+            // The instance is the pool, not a node: there is no node to act
+            // on, and no agent does it.
+            let kind = step.body.kind();
+            let pool = self
+                .pool
+                .as_ref()
+                .map(|p| p.spec.name.clone())
+                .unwrap_or_default();
+            return Box::pin(async move {
+                TaskOutput::failed(format!(
+                    "a `{kind}` step acts through the API server for a node, and pool `{pool}` runs a step once, on no node in particular: give the pool `perNode: true` to run it for each of its nodes, or use `executor: global`"
+                ))
+            });
+        }
         if let Body::Task {
             task, local: true, ..
         } = &step.body

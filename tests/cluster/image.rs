@@ -82,6 +82,24 @@ fn created(resource: &str, ns: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// Starts `kpilot run` of `wf` as `run`, and kills it with kill -9 once the
+/// Pod of its image step in `ns` runs.
+fn run_and_kill_9(dir: &Dir, wf: &str, run: &str, ns: &str) {
+    let child = dir
+        .cmd(&["run", wf, "--run-id", run])
+        .env("KUBECONFIG", kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kpilot starts");
+    wait_until("the image step's Pod runs", || {
+        objects("pods", ns, run)
+            .iter()
+            .any(|p| p["status"]["phase"] == "Running")
+    });
+    crate::util::kill_9_and_wait_for_guardians(child);
+}
+
 /// The command kpilot printed on a line of its own, starting with `prefix`.
 fn printed_line(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
@@ -316,7 +334,7 @@ kptest!(
 );
 
 kptest!(
-    a_timeout_deletes_the_job_and_fails_with_reason_timeout,
+    a_timeout_deletes_the_job_or_the_pod_and_fails_with_reason_timeout,
     |dir| {
         let mut made = Created::default();
         let (ns, label) = place(&mut made, "img-timeout");
@@ -326,6 +344,12 @@ kptest!(
       timeout: 3s
       image: {{image: registry.invalid/hang:1, namespace: {ns},
               nodeSelector: {{kpilot-test: {label}}}, annotations: {never}}}
+    - id: node-hangs
+      phase: pre-check
+      executor: cluster-nodes
+      nodes: {{selector: "kpilot-test={label}"}}
+      timeout: 3s
+      image: {{image: registry.invalid/hang:1, namespace: {ns}}}
 "#,
             never = ending(0, "1h", None)
         );
@@ -335,6 +359,18 @@ kptest!(
         let reason = crate::util::step_field(&status, "hangs", "reason");
         assert!(reason.starts_with("timeout: Job"), "{reason}");
         assert!(reason.contains("kpilot deleted it"), "{reason}");
+        // A node's Pod that never ends (no annotation: KWOK keeps it running).
+        let node = status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["id"] == "node-hangs" && s["instance"] != "global")
+            .cloned()
+            .expect("the node's instance");
+        let reason = node["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with("timeout: Pod"), "{node}");
+        assert!(reason.contains("is Running"), "{node}");
+        assert!(reason.contains("kpilot deleted it"), "{node}");
         assert_cleaned_up(&ns, "t");
     }
 );
@@ -355,19 +391,7 @@ kptest!(
             slow = ending(0, "8s", None)
         );
         let wf = workflow(&dir, "img-kill", &steps);
-        let child = dir
-            .cmd(&["run", &wf, "--run-id", "k"])
-            .env("KUBECONFIG", kubeconfig())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("kpilot starts");
-        wait_until("the Job runs", || {
-            objects("pods", &ns, "k")
-                .iter()
-                .any(|p| p["status"]["phase"] == "Running")
-        });
-        crate::util::kill_9_and_wait_for_guardians(child);
+        run_and_kill_9(&dir, &wf, "k", &ns);
         let job = objects("jobs", &ns, "k");
         assert_eq!(job.len(), 1, "the Job outlives kpilot");
         let uid = job[0]["metadata"]["uid"].clone();
@@ -402,19 +426,7 @@ kptest!(
             slow = ending(0, "6s", None)
         );
         let wf = workflow(&dir, "img-held", &steps);
-        let child = dir
-            .cmd(&["run", &wf, "--run-id", "h"])
-            .env("KUBECONFIG", kubeconfig())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("kpilot starts");
-        wait_until("the Job runs", || {
-            objects("pods", &ns, "h")
-                .iter()
-                .any(|p| p["status"]["phase"] == "Running")
-        });
-        crate::util::kill_9_and_wait_for_guardians(child);
+        run_and_kill_9(&dir, &wf, "h", &ns);
         let first = objects("jobs", &ns, "h");
         assert_eq!(first.len(), 1);
         let first_name = first[0]["metadata"]["name"]
@@ -556,5 +568,112 @@ kptest!(
             ran.stderr
         );
         assert!(!dir.exists("state"), "nothing written");
+    }
+);
+
+kptest!(
+    abort_restore_deletes_the_job_a_killed_run_left_behind,
+    |dir| {
+        let mut made = Created::default();
+        let (ns, label) = place(&mut made, "img-abort");
+        let steps = format!(
+            r#"    - id: migrate
+      phase: upgrade
+      timeout: 120s
+      image: {{image: registry.invalid/migrate:1, namespace: {ns},
+              nodeSelector: {{kpilot-test: {label}}}, annotations: {never}}}
+"#,
+            never = ending(0, "1h", None)
+        );
+        let wf = workflow(&dir, "img-abort", &steps);
+        run_and_kill_9(&dir, &wf, "a", &ns);
+        assert_eq!(objects("jobs", &ns, "a").len(), 1);
+        let aborted = super::kp(&dir, &["abort", "a"]).expect(0);
+        assert!(aborted.stderr.contains("left Job"), "{}", aborted.stderr);
+        let restore = printed_command(&aborted.stderr, "kpilot abort a --restore");
+        assert_eq!(restore, ["kpilot", "abort", "a", "--restore"]);
+        let restored = run_printed(&dir, &restore).expect(0);
+        assert!(
+            restored.stderr.contains("deleted Job"),
+            "{}",
+            restored.stderr
+        );
+        assert_cleaned_up(&ns, "a");
+        // Nothing is left to say.
+        let again = super::kp(&dir, &["abort", "a"]).expect(0);
+        assert!(!again.stderr.contains("left Job"), "{}", again.stderr);
+    }
+);
+
+kptest!(
+    a_per_node_image_step_pins_a_pod_to_each_agent_of_the_inventory_and_refuses_a_pool_member,
+    |dir| {
+        let mut made = Created::default();
+        let label = unique("img-inv");
+        namespace(&mut made, &label);
+        let nodes = [format!("{label}-a"), format!("{label}-b")];
+        for n in &nodes {
+            kwok_node(&mut made, n, &label);
+        }
+        // The agents are never asked anything: an image step acts through the
+        // API server, for the agent's node.
+        dir.write_secret(
+            "agent-token",
+            "a-token-that-image-steps-never-send-to-any-agent\n",
+        );
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        dir.write(
+        "inventory.yaml",
+        &format!(
+            "tokenFile: agent-token\nfingerprint: {pin}\nagents:\n  - {{name: {}, address: 127.0.0.1:9}}\n  - {{name: {}, address: 127.0.0.1:9}}\n",
+            nodes[0], nodes[1]
+        ),
+    );
+        let steps = format!(
+            r#"    - id: each
+      phase: pre-check
+      executor: per-node
+      timeout: 60s
+      image: {{image: registry.invalid/probe:1, namespace: {label}, annotations: {ok}}}
+    - id: once
+      phase: pre-check
+      executor: pair
+      timeout: 60s
+      image: {{image: registry.invalid/probe:1, namespace: {label}}}
+  executors:
+    - {{name: pair, nodes: [{a}, {b}]}}
+"#,
+            ok = ending(0, "100ms", None),
+            a = nodes[0],
+            b = nodes[1]
+        );
+        let wf = workflow(&dir, "img-inv", &steps);
+        super::kp(
+            &dir,
+            &[
+                "run",
+                &wf,
+                "--run-id",
+                "inv",
+                "--inventory",
+                "inventory.yaml",
+            ],
+        )
+        .expect(1);
+        let status = dir.status("inv");
+        let pinned: BTreeSet<String> = status["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter(|s| s["id"] == "each" && s["instance"] != "global")
+            .map(|s| {
+                assert_eq!(s["state"], "succeeded", "{s}");
+                s["output"]["node"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        assert_eq!(pinned, nodes.iter().cloned().collect::<BTreeSet<_>>());
+        let reason = crate::util::step_field(&status, "once", "reason");
+        assert!(reason.contains("give the pool `perNode: true`"), "{reason}");
+        assert_cleaned_up(&label, "inv");
     }
 );

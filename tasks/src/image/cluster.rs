@@ -458,3 +458,28 @@ pub fn observe_pod(pod: &Pod) -> Observed {
         None => Observed::Waiting(format!("pod `{name}` is {phase}")),
     }
 }
+
+/// Deletes every object the run's image steps left in the cluster (see
+/// [`super::left_behind`]) and forgets it in the ledger: `kpilot abort RUN
+/// --restore`. Returns the objects deleted, or gone already, as a person
+/// names them.
+pub async fn remove_left_behind(
+    ledger: &kpilot_engine::store::Ledger,
+    client: &kube::Client,
+) -> Result<Vec<String>, ImageError> {
+    let mut removed = Vec::new();
+    for (at, entry) in super::left_behind(ledger) {
+        let objects = Objects::new(client.clone(), &entry.namespace);
+        if objects
+            .delete(entry.kind, &entry.name, Duration::from_secs(30))
+            .await?
+        {
+            ledger
+                .remove(&format!("{}{at}", super::LEDGER_PREFIX))
+                .await
+                .map_err(ImageError::Connect)?;
+        }
+        removed.push(entry.describe());
+    }
+    Ok(removed)
+}

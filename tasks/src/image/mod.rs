@@ -59,6 +59,45 @@ impl Kind {
     }
 }
 
+/// The object an attempt made, as the run's ledger keeps it
+/// (`image/STEP/INSTANCE`), from before it is created until it is deleted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    /// A Job or a Pod.
+    pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The attempt that created it.
+    pub attempt: u32,
+    /// Its attempt ended but kpilot could not delete it.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl LedgerEntry {
+    /// The object as a person names it: `Job ns/name`.
+    pub fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// The objects a run's image steps left in the cluster, by step and
+/// instance (`STEP/INSTANCE`): those of attempts kpilot lost, or could not
+/// delete.
+pub fn left_behind(ledger: &kpilot_engine::store::Ledger) -> Vec<(String, LedgerEntry)> {
+    ledger
+        .entries(LEDGER_PREFIX)
+        .into_iter()
+        .filter_map(|(key, value)| {
+            let entry = serde_json::from_value(value).ok()?;
+            let at = key.strip_prefix(LEDGER_PREFIX).unwrap_or(&key).to_owned();
+            Some((at, entry))
+        })
+        .collect()
+}
+
 /// Which run, step, instance and attempt an object belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {

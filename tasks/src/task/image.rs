@@ -45,7 +45,7 @@ use serde_json::{json, Value};
 use super::body_mapping;
 use crate::data::Cluster;
 use crate::image::cluster::{Ended, ImageError, Objects, Observed};
-use crate::image::{Kind, Launch, Owner, CONTAINER};
+use crate::image::{Kind, Launch, LedgerEntry, Owner, CONTAINER};
 use crate::params::{env_name, Template};
 
 /// How long an image step may run when its step has no `timeout`: an image
@@ -416,18 +416,6 @@ fn parse_result(v: Option<&serde_yaml::Value>) -> Result<ResultFrom, String> {
         }
         Some(_) => Err(format!("`image.result` is not valid; {hint}")),
     }
-}
-
-/// The object an attempt made, as the ledger keeps it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct LedgerEntry {
-    kind: Kind,
-    namespace: String,
-    name: String,
-    attempt: u32,
-    /// Its attempt ended but kpilot could not delete it.
-    #[serde(default)]
-    ended: bool,
 }
 
 /// What kpilot knows about the object of this attempt while it runs.
@@ -1060,6 +1048,64 @@ mod tests {
             ledger: kpilot_engine::store::Ledger::in_memory(run),
             retried: false,
         }
+    }
+
+    #[test]
+    fn the_pod_runs_the_body_with_params_and_hands_a_result_file_over() {
+        let body: serde_yaml::Value = serde_yaml::from_str(
+            r#"{image: "reg/probe:{{params.target}}", args: ["--to={{params.target}}"],
+               env: {LEVEL: debug}, hostPID: true, privileged: true, result: {file: /out/r.json},
+               volumes: [{hostPath: /var/log, mountPath: /host/log}], nodeSelector: {pool: a}}"#,
+        )
+        .expect("yaml");
+        let kind = ImageKind::new(Arc::new(Cluster::new(crate::ClusterConfig::default())));
+        let step = kind
+            .body(
+                &body,
+                &ParseContext {
+                    step_id: "p",
+                    params: &["target".to_owned()],
+                },
+            )
+            .expect("parses");
+        let mut c = ctx();
+        c.params = Arc::new(BTreeMap::from([("target".to_owned(), "v1.35".to_owned())]));
+        c.instance = InstanceId::named("node-1");
+        let launch = step.launch(&c);
+        assert_eq!(launch.kind(), Kind::Pod);
+        let pod = launch.pod();
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.host_pid, Some(true));
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some("reg/probe:v1.35"));
+        assert_eq!(container.args, Some(vec!["--to=v1.35".to_owned()]));
+        assert_eq!(
+            container.termination_message_path.as_deref(),
+            Some("/out/r.json")
+        );
+        let env: BTreeMap<String, String> = container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env.get("PARAM_TARGET").map(String::as_str), Some("v1.35"));
+        assert_eq!(env.get("KPILOT_NODE").map(String::as_str), Some("node-1"));
+        assert_eq!(env.get("LEVEL").map(String::as_str), Some("debug"));
+        let mount = &container.volume_mounts.as_ref().expect("mounts")[0];
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/host/log", Some(true))
+        );
+        assert_eq!(
+            container
+                .security_context
+                .as_ref()
+                .and_then(|s| s.privileged),
+            Some(true)
+        );
     }
 
     fn ended(code: i32, message: Option<&str>) -> Ended {
