@@ -8,6 +8,7 @@
 //! abnormal first.
 
 pub mod diff;
+pub mod findings;
 pub mod model;
 pub mod render;
 
