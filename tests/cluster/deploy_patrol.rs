@@ -285,13 +285,21 @@ kptest!(patrol_manifests_are_accepted_by_the_api_server, |dir| {
         .as_array()
         .expect("mounts")
         .iter()
-        .map(|m| (m["name"].as_str().unwrap(), m["mountPath"].as_str().unwrap()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap(),
+                m["mountPath"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(mounts["config"], "/etc/kpilot");
     assert_eq!(mounts["state"], "/var/lib/kpilot");
 
     let binding = one(&accepted, "ClusterRoleBinding");
-    assert_eq!(binding["roleRef"]["name"], name(one(&accepted, "ClusterRole")));
+    assert_eq!(
+        binding["roleRef"]["name"],
+        name(one(&accepted, "ClusterRole"))
+    );
     assert_eq!(
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": ns}])
@@ -343,7 +351,10 @@ kptest!(patrol_configmap_carries_the_example_files, |dir| {
     let patrol: serde_yaml::Value =
         serde_yaml::from_str(data["patrol.yaml"].as_str().unwrap()).expect("YAML");
     assert_eq!(patrol["kind"].as_str(), Some("Patrol"));
-    for schedule in patrol["spec"]["schedules"].as_sequence().expect("schedules") {
+    for schedule in patrol["spec"]["schedules"]
+        .as_sequence()
+        .expect("schedules")
+    {
         assert_eq!(schedule["report"].as_str(), Some("report.yaml"));
     }
 });
@@ -371,10 +382,19 @@ fn reads(query: &Value, served: &mut Served) -> Vec<(String, String)> {
     match path.as_str() {
         "cluster.nodes" => vec![pair("", "nodes")],
         "cluster.addons" => vec![pair("apps", "daemonsets"), pair("apps", "deployments")],
-        "cluster.services" => vec![pair("", "services"), pair("discovery.k8s.io", "endpointslices")],
+        "cluster.services" => vec![
+            pair("", "services"),
+            pair("discovery.k8s.io", "endpointslices"),
+        ],
         "cluster.webhooks" => vec![
-            pair("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
-            pair("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+            pair(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+            ),
+            pair(
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+            ),
             pair("", "services"),
             pair("discovery.k8s.io", "endpointslices"),
         ],
@@ -414,67 +434,70 @@ impl Served {
     }
 }
 
-kptest!(patrol_role_grants_reading_what_the_catalog_reads_and_nothing_else, |dir| {
-    // What the patrol checks read: the workflows `kpilot inspect --scenario patrol` runs, for
-    // each cluster type (which chooses among the checks), with every check of the catalog.
-    let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut served = Served::default();
-    for cluster_type in ["managed", "self-hosted", "serverless", "edge", "gpu"] {
-        let ran = kp_with(
-            &dir,
-            &[
-                "inspect",
-                "--scenario",
-                "patrol",
-                "--cluster-type",
-                cluster_type,
-                "--dry-run",
-                "-o",
-                "json",
-            ],
-            kubeconfig(),
-        )
-        .expect(0);
-        let workflow: Value = serde_json::from_str(&ran.stdout).expect("a JSON workflow");
-        for step in workflow["spec"]["steps"].as_array().expect("steps") {
-            if let Some(query) = step["check"].get("query") {
-                needed.extend(reads(query, &mut served));
+kptest!(
+    patrol_role_grants_reading_what_the_catalog_reads_and_nothing_else,
+    |dir| {
+        // What the patrol checks read: the workflows `kpilot inspect --scenario patrol` runs, for
+        // each cluster type (which chooses among the checks), with every check of the catalog.
+        let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut served = Served::default();
+        for cluster_type in ["managed", "self-hosted", "serverless", "edge", "gpu"] {
+            let ran = kp_with(
+                &dir,
+                &[
+                    "inspect",
+                    "--scenario",
+                    "patrol",
+                    "--cluster-type",
+                    cluster_type,
+                    "--dry-run",
+                    "-o",
+                    "json",
+                ],
+                kubeconfig(),
+            )
+            .expect(0);
+            let workflow: Value = serde_json::from_str(&ran.stdout).expect("a JSON workflow");
+            for step in workflow["spec"]["steps"].as_array().expect("steps") {
+                if let Some(query) = step["check"].get("query") {
+                    needed.extend(reads(query, &mut served));
+                }
             }
         }
-    }
-    assert!(needed.contains(&("".into(), "pods".into())), "{needed:?}");
+        assert!(needed.contains(&("".into(), "pods".into())), "{needed:?}");
 
-    let objects = render(&dir, &unique("deploy"));
-    let role = one(&objects, "ClusterRole");
-    let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
-    for rule in role["rules"].as_array().expect("rules") {
-        let verbs: Vec<&str> = rule["verbs"]
-            .as_array()
-            .expect("verbs")
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        if rule.get("nonResourceURLs").is_some() {
-            assert_eq!(verbs, ["get"], "{rule:#}");
-            continue;
-        }
-        assert_eq!(verbs, ["get", "list"], "only get and list: {rule:#}");
-        for group in rule["apiGroups"].as_array().expect("apiGroups") {
-            for resource in rule["resources"].as_array().expect("resources") {
-                let (g, r) = (group.as_str().unwrap(), resource.as_str().unwrap());
-                assert!(g != "*" && r != "*" && !r.contains('/'), "{rule:#}");
-                granted.insert((g.to_owned(), r.to_owned()));
+        let objects = render(&dir, &unique("deploy"));
+        let role = one(&objects, "ClusterRole");
+        let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+        for rule in role["rules"].as_array().expect("rules") {
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .expect("verbs")
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            if rule.get("nonResourceURLs").is_some() {
+                assert_eq!(verbs, ["get"], "{rule:#}");
+                continue;
             }
+            assert_eq!(verbs, ["get", "list"], "only get and list: {rule:#}");
+            for group in rule["apiGroups"].as_array().expect("apiGroups") {
+                for resource in rule["resources"].as_array().expect("resources") {
+                    let (g, r) = (group.as_str().unwrap(), resource.as_str().unwrap());
+                    assert!(g != "*" && r != "*" && !r.contains('/'), "{rule:#}");
+                    granted.insert((g.to_owned(), r.to_owned()));
+                }
+            }
+            assert!(rule.get("resourceNames").is_none(), "{rule:#}");
         }
-        assert!(rule.get("resourceNames").is_none(), "{rule:#}");
-    }
-    let missing: Vec<_> = needed.difference(&granted).collect();
-    let extra: Vec<_> = granted.difference(&needed).collect();
-    assert!(
+        let missing: Vec<_> = needed.difference(&granted).collect();
+        let extra: Vec<_> = granted.difference(&needed).collect();
+        assert!(
         missing.is_empty() && extra.is_empty(),
         "deploy/patrol/rbac.yaml: not granted though read: {missing:?}; granted though never read: {extra:?}"
     );
-});
+    }
+);
 
 /// The admin kubeconfig, acting as `user` (the API server impersonates it).
 fn acting_as(dir: &Dir, user: &str) -> PathBuf {
@@ -486,7 +509,10 @@ fn acting_as(dir: &Dir, user: &str) -> PathBuf {
     for u in config["users"].as_array_mut().expect("users") {
         u["user"]["as"] = json!(user);
     }
-    dir.write_secret(&format!("{}.kubeconfig", user.replace(':', "-")), &config.to_string())
+    dir.write_secret(
+        &format!("{}.kubeconfig", user.replace(':', "-")),
+        &config.to_string(),
+    )
 }
 
 /// The outcome of each check of a JSON report.
@@ -543,7 +569,10 @@ kptest!(patrol_service_account_can_run_the_example_report, |dir| {
 
     // As the patrol's service account, every check of the example Report reads its data: some
     // may find problems on the test cluster (exit 1), none is left unable to check.
-    let ran = inspect(&acting_as(&dir, &format!("system:serviceaccount:{ns}:{account}")));
+    let ran = inspect(&acting_as(
+        &dir,
+        &format!("system:serviceaccount:{ns}:{account}"),
+    ));
     assert!(
         ran.code == 0 || ran.code == 1,
         "exit {}\n{}\n{}",
@@ -554,7 +583,10 @@ kptest!(patrol_service_account_can_run_the_example_report, |dir| {
     let checks = outcomes(&ran.stdout);
     assert!(checks.len() > 10, "{checks:#?}");
     let errors: Vec<_> = checks.iter().filter(|(_, (o, _))| o == "error").collect();
-    assert!(errors.is_empty(), "could not check as {account}: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "could not check as {account}: {errors:#?}"
+    );
 
     // The control: an account the ClusterRole is not bound to reads nothing.
     let ran = inspect(&acting_as(
@@ -570,7 +602,7 @@ kptest!(patrol_systemd_unit_verifies, |dir| {
         "patrol_systemd_unit_verifies",
         &[Need::Program(
             "systemd-analyze",
-            "Debian's systemd package: apt-get install systemd",
+            "Debian's systemd package: scripts/install-deps",
         )],
     ) {
         return;
@@ -600,7 +632,10 @@ kptest!(patrol_systemd_unit_verifies, |dir| {
     };
     // An unknown or misspelt option is only a warning: no output at all is the pass.
     let (ok, said) = analyze(&["verify", "--man=no"]);
-    assert!(ok && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    assert!(
+        ok && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
     // The hardening holds: systemd's exposure score at most 2.0 of 10 ("OK").
     let (ok, said) = analyze(&["security", "--offline=true", "--threshold=20"]);
     assert!(ok, "systemd-analyze security: {said}");
