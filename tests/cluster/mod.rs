@@ -12,6 +12,7 @@ mod addons;
 mod apis;
 mod catalog_patrol;
 mod catalog_upgrade;
+mod deploy_patrol;
 mod drivers;
 mod flags;
 mod gate;
