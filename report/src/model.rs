@@ -551,10 +551,9 @@ fn step_outcome(
             said().unwrap_or_else(|| "succeeded".into()),
         ),
         (StepState::Failed, _) => (Outcome::Failed, said().unwrap_or_else(|| "failed".into())),
-        (StepState::Skipped, Some(SkipCause::Condition)) => (
-            Outcome::Passed,
-            "skipped: its `when` was false".to_owned(),
-        ),
+        (StepState::Skipped, Some(SkipCause::Condition)) => {
+            (Outcome::Passed, "skipped: its `when` was false".to_owned())
+        }
         (StepState::Skipped, Some(SkipCause::Need { step })) => {
             // The need on the same node, else the need run once.
             let need = steps
@@ -565,7 +564,9 @@ fn step_outcome(
             match need {
                 Some(StepState::Succeeded) => (
                     Outcome::Passed,
-                    format!("skipped: `{step}` succeeded, and this step runs only when it does not"),
+                    format!(
+                        "skipped: `{step}` succeeded, and this step runs only when it does not"
+                    ),
                 ),
                 state => (
                     Outcome::Error,
@@ -634,7 +635,10 @@ fn step_check(
         message,
         remediation: Remediation {
             text: notes.get(keys::REMEDIATION).cloned().unwrap_or_else(|| {
-                format!("`kpilot logs {run} {}` shows what the step printed", step.id)
+                format!(
+                    "`kpilot logs {run} {}` shows what the step printed",
+                    step.id
+                )
             }),
             url: notes.get(keys::REMEDIATION_URL).cloned(),
         },
@@ -675,8 +679,7 @@ impl Report {
             }
         } else {
             for (step, phase) in declared(&spec_steps) {
-                if let Some(c) = step_check(&run.id.to_string(), step, &phase, steps, &mut titles)
-                {
+                if let Some(c) = step_check(&run.id.to_string(), step, &phase, steps, &mut titles) {
                     checks.push(c);
                 }
             }
@@ -996,7 +999,11 @@ spec:
         let g = InstanceId::global;
         let steps = vec![
             (step("ok"), g(), rec(StepState::Succeeded, None, None)),
-            (step("boom"), g(), rec(StepState::Failed, Some("exit code 1"), None)),
+            (
+                step("boom"),
+                g(),
+                rec(StepState::Failed, Some("exit code 1"), None),
+            ),
             (
                 step("after-boom"),
                 g(),
@@ -1036,25 +1043,51 @@ spec:
         let boom = by("boom");
         assert_eq!(boom.outcome, Outcome::Failed);
         assert_eq!(boom.message, "exit code 1");
-        assert_eq!(boom.remediation.text, "`kpilot logs w-1 boom` shows what the step printed");
+        assert_eq!(
+            boom.remediation.text,
+            "`kpilot logs w-1 boom` shows what the step printed"
+        );
         let after = by("after-boom");
-        assert_eq!(after.outcome, Outcome::Error, "it did not run: not known to hold");
+        assert_eq!(
+            after.outcome,
+            Outcome::Error,
+            "it did not run: not known to hold"
+        );
         assert!(after.message.contains("`boom` failed"), "{}", after.message);
         assert_eq!(by("not-wanted").outcome, Outcome::Passed);
-        assert_eq!(by("on-failure").outcome, Outcome::Passed, "it runs only on failure");
-        assert!(r.checks.iter().all(|c| c.id != "fix"), "an unneeded repair is left out");
+        assert_eq!(
+            by("on-failure").outcome,
+            Outcome::Passed,
+            "it runs only on failure"
+        );
+        assert!(
+            r.checks.iter().all(|c| c.id != "fix"),
+            "an unneeded repair is left out"
+        );
         let cordon = by("roll.cordon");
         assert_eq!(cordon.outcome, Outcome::Failed);
         assert_eq!(cordon.items[0].node.as_deref(), Some("node-a"));
         assert_eq!(
             r.summary,
-            Counts { passed: 3, warning: 0, failed: 2, error: 1 }
+            Counts {
+                passed: 3,
+                warning: 0,
+                failed: 2,
+                error: 1
+            }
         );
-        let upgrade = r.categories.iter().find(|k| k.id == "phases/upgrade").expect("upgrade");
+        let upgrade = r
+            .categories
+            .iter()
+            .find(|k| k.id == "phases/upgrade")
+            .expect("upgrade");
         assert_eq!(upgrade.title, "Upgrade");
         assert_eq!(upgrade.counts.failed, 2);
         let json: Value = serde_json::from_str(&crate::render::json::render(&r)).expect("JSON");
-        assert!(json.get("scenario").is_none(), "a workflow run has no scenario");
+        assert!(
+            json.get("scenario").is_none(),
+            "a workflow run has no scenario"
+        );
         assert_eq!(json["workflow"], "w");
     }
 
