@@ -634,11 +634,17 @@ fn step_check(
         outcome,
         message,
         remediation: Remediation {
+            // A step that ran printed something to read; one that did not
+            // has its reason in the run's status.
             text: notes.get(keys::REMEDIATION).cloned().unwrap_or_else(|| {
-                format!(
-                    "`kpilot logs {run} {}` shows what the step printed",
-                    step.id
-                )
+                if records.iter().any(|(_, _, r)| r.attempts > 0) {
+                    format!(
+                        "`kpilot logs {run} {}` shows what the step printed",
+                        step.id
+                    )
+                } else {
+                    format!("`kpilot status {run}` shows why the step did not run")
+                }
             }),
             url: notes.get(keys::REMEDIATION_URL).cloned(),
         },
@@ -992,6 +998,7 @@ spec:
         let step = |s: &str| StepId::parse(s).expect("step");
         let rec = |state, reason: Option<&str>, skip| StepRecord {
             state,
+            attempts: u32::from(state != StepState::Skipped && state != StepState::Pending),
             reason: reason.map(str::to_owned),
             skip,
             ..StepRecord::pending()
@@ -1054,6 +1061,10 @@ spec:
             "it did not run: not known to hold"
         );
         assert!(after.message.contains("`boom` failed"), "{}", after.message);
+        assert_eq!(
+            after.remediation.text,
+            "`kpilot status w-1` shows why the step did not run"
+        );
         assert_eq!(by("not-wanted").outcome, Outcome::Passed);
         assert_eq!(
             by("on-failure").outcome,

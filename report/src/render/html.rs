@@ -76,7 +76,8 @@ section.kind>h2{font-size:16px;margin:0 0 10px;padding-left:8px;border-left:4px 
 .category>h3{display:flex;align-items:center;gap:12px;margin:0;padding:10px 16px;font-size:14px;border-bottom:1px solid var(--line)}
 .category>h3 .id{color:var(--mute);font-weight:400;font-family:ui-monospace,monospace;font-size:12px}
 .counts{margin-left:auto;display:flex;gap:6px}
-.pill{border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
+.pill{border-radius:10px;padding:0 8px;font-size:12px;font-weight:400;color:#fff}
+.pill .n{font-weight:700}
 .pill.normal{background:var(--ok)}.pill.warning{background:var(--warn)}.pill.abnormal{background:var(--bad)}
 .check{border-bottom:1px solid var(--line);padding:8px 16px}
 .check:last-child{border-bottom:0}
@@ -228,7 +229,7 @@ fn check(out: &mut String, c: &CheckResult) {
 
 fn pills(counts: &Counts) -> String {
     format!(
-        "<span class=\"counts\"><span class=\"pill normal\" title=\"normal\">{}</span><span class=\"pill warning\" title=\"warning\">{}</span><span class=\"pill abnormal\" title=\"abnormal\">{}</span></span>",
+        "<span class=\"counts\"><span class=\"pill normal\"><span class=\"n\">{}</span> normal</span><span class=\"pill warning\"><span class=\"n\">{}</span> warning</span><span class=\"pill abnormal\"><span class=\"n\">{}</span> abnormal</span></span>",
         counts.passed,
         counts.warning,
         counts.abnormal()

@@ -49,16 +49,13 @@ fn detail(c: &CheckResult, message: &str, item: Option<&Item>) -> String {
     let mut out = format!("{message}\n");
     if let Some(item) = item {
         if let Some(o) = &item.object {
-            let _ = writeln!(
-                out,
-                "object: {}{} {}{}",
-                o.api_version,
-                if o.api_version.is_empty() { "" } else { " " },
-                o.kind,
-                o.namespace
-                    .as_ref()
-                    .map_or_else(|| format!(" {}", o.name), |ns| format!(" {ns}/{}", o.name))
-            );
+            let mut words = vec![o.api_version.as_str(), o.kind.as_str()];
+            words.retain(|w| !w.is_empty());
+            let name = match &o.namespace {
+                Some(ns) => format!("{ns}/{}", o.name),
+                None => o.name.clone(),
+            };
+            let _ = writeln!(out, "object: {} {name}", words.join(" "));
         }
         if let Some(node) = &item.node {
             let _ = writeln!(out, "node: {node}");

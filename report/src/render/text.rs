@@ -190,7 +190,10 @@ pub fn render(report: &Report, style: Style) -> String {
         &format!("kpilot report {} · {what}", report.run_id),
         WIDTH,
     );
-    let cluster = if report.cluster.server.is_empty() {
+    let cluster = if report.cluster.server.is_empty() && report.cluster.cluster_type.is_empty() {
+        // A workflow's run: the report knows no cluster.
+        "no cluster read".to_owned()
+    } else if report.cluster.server.is_empty() {
         format!("no cluster read · {}", report.cluster.cluster_type)
     } else {
         format!(
