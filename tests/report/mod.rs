@@ -188,6 +188,10 @@ kptest!(html_of_a_workflow_run_in_a_real_browser, |dir| {
         serde_json::json!({"total": "6", "normal": "3", "warning": "0", "abnormal": "3"})
     );
     assert_eq!(strs(&seen["sections"]), ["Workflow phases"]);
+    assert_eq!(
+        seen["unreadable_counts"], 0,
+        "a count drawn in its pill's colour"
+    );
     let category = |id: &str| {
         let c = &seen["categories"][id];
         assert!(c.is_object(), "no category {id}: {seen:#}");

@@ -54,6 +54,11 @@ def html(path, screenshot):
                 "checks": [e.get_attribute("data-check")
                            for e in c.find_elements(By.CSS_SELECTOR, ".check")],
             }
+        # Each count is legible: its colour is not its pill's.
+        seen["unreadable_counts"] = driver.execute_script("""
+            return Array.from(document.querySelectorAll('.pill .n')).filter(function (n) {
+                return getComputedStyle(n).color === getComputedStyle(n.parentElement).backgroundColor;
+            }).length;""")
         seen["outcomes"] = {
             e.get_attribute("data-check"): e.get_attribute("data-outcome")
             for e in driver.find_elements(By.CSS_SELECTOR, ".check")

@@ -77,7 +77,7 @@ section.kind>h2{font-size:16px;margin:0 0 10px;padding-left:8px;border-left:4px 
 .category>h3 .id{color:var(--mute);font-weight:400;font-family:ui-monospace,monospace;font-size:12px}
 .counts{margin-left:auto;display:flex;gap:6px}
 .pill{border-radius:10px;padding:0 8px;font-size:12px;font-weight:400;color:#fff}
-.pill .n{font-weight:700}
+.counts .pill .n{font-weight:700;color:#fff}
 .pill.normal{background:var(--ok)}.pill.warning{background:var(--warn)}.pill.abnormal{background:var(--bad)}
 .check{border-bottom:1px solid var(--line);padding:8px 16px}
 .check:last-child{border-bottom:0}
@@ -96,7 +96,7 @@ details[open] summary .row::before{content:"\25BE"}
 .detail p{margin:0 0 8px;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
-th{color:var(--mute);font-weight:500}
+th{color:var(--mute);font-weight:500;white-space:nowrap}
 td.obj{font-family:ui-monospace,monospace;font-size:12px}
 .empty{color:var(--mute);padding:16px}
 body.attention .check.passed,body.attention .category.fine,body.attention section.kind.fine{display:none}
