@@ -194,9 +194,9 @@ fn check(out: &mut String, c: &CheckResult) {
         esc(&c.severity),
         esc(&c.message)
     );
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<div class=\"check {o}\" data-check=\"{}\" data-outcome=\"{o}\">\n",
+        "<div class=\"check {o}\" data-check=\"{}\" data-outcome=\"{o}\">",
         esc(&c.id)
     );
     if c.outcome == Outcome::Passed {
