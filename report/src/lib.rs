@@ -1,5 +1,6 @@
-//! kpilot's report: one model ([`Report`]) built from a run of `kpilot
-//! inspect`, and renderers ([`render`]) that read only that model.
+//! kpilot's report: one model ([`Report`]) built from a run (of `kpilot
+//! inspect`: its checks; of any other workflow: each step as a check), and
+//! renderers ([`render`]) that read only that model.
 //!
 //! The report knows no cluster: it reads the run kept in the store (the
 //! workflow the report builder wrote, whose annotations carry each check's

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use kpilot_engine::state::{RunRecord, StepRecord, StepState};
+use kpilot_engine::state::{RunRecord, SkipCause, StepRecord, StepState};
 use kpilot_engine::{InstanceId, StepId};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,14 +18,6 @@ use kpilot_catalog::build::keys;
 /// Why a run gives no report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    /// The run was not started by `kpilot inspect`.
-    #[error("run {run} is not an inspection (it runs workflow `{workflow}`, not one `kpilot inspect` built)")]
-    NotAnInspection {
-        /// The run.
-        run: String,
-        /// Its workflow's name.
-        workflow: String,
-    },
     /// The workflow kept with the run cannot be read.
     #[error("run {run}: the workflow kept with it is not YAML: {message}")]
     Workflow {
@@ -199,7 +191,7 @@ pub struct CheckResult {
     pub items: Vec<Item>,
 }
 
-/// A report: what one inspection found.
+/// A report: what one run found, an inspection's checks or a workflow's steps.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -209,7 +201,11 @@ pub struct Report {
     pub run_id: String,
     /// The cluster.
     pub cluster: Cluster,
-    /// upgrade-pre, upgrade-post or patrol.
+    /// The run's workflow: `inspect-SCENARIO` for an inspection.
+    pub workflow: String,
+    /// upgrade-pre, upgrade-post or patrol; empty (and left out of the JSON)
+    /// for a run of a workflow that `kpilot inspect` did not build.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub scenario: String,
     /// The upgrade target, for upgrade scenarios.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -337,9 +333,330 @@ fn items(record: &StepRecord, item_outcome: Outcome, node: Option<&str>) -> Vec<
     out
 }
 
+type Records = (StepId, InstanceId, StepRecord);
+
+/// A check's outcome, message and items from its step's records: one
+/// instance, or the worst of its nodes (each node that did not pass an item,
+/// or its items, each naming the node).
+fn judge(
+    records: &[&Records],
+    item_outcome: Outcome,
+    outcome_of: &dyn Fn(&InstanceId, &StepRecord) -> (Outcome, String),
+) -> (Outcome, String, Vec<Item>) {
+    let nodes: Vec<&Records> = records
+        .iter()
+        .copied()
+        .filter(|(_, i, _)| *i != InstanceId::global())
+        .collect();
+    if nodes.is_empty() {
+        return match records.first() {
+            Some((_, instance, record)) => {
+                let (outcome, message) = outcome_of(instance, record);
+                let found = if outcome == Outcome::Passed {
+                    Vec::new()
+                } else {
+                    items(record, item_outcome, None)
+                };
+                (outcome, message, found)
+            }
+            None => (
+                Outcome::Error,
+                "could not check: the step never ran".to_owned(),
+                Vec::new(),
+            ),
+        };
+    }
+    let mut worst = Outcome::Passed;
+    let mut found = Vec::new();
+    let mut bad = 0;
+    for (_, instance, record) in &nodes {
+        let node = instance.as_str();
+        let (outcome, message) = outcome_of(instance, record);
+        if outcome.rank() > worst.rank() {
+            worst = outcome;
+        }
+        if outcome == Outcome::Passed {
+            continue;
+        }
+        bad += 1;
+        let listed = items(record, item_outcome, Some(node));
+        if listed.is_empty() {
+            found.push(Item {
+                outcome,
+                message,
+                node: Some(node.to_owned()),
+                object: Some(ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    namespace: None,
+                    name: node.to_owned(),
+                }),
+                source: None,
+                replacement: None,
+                removed_in: None,
+            });
+        } else {
+            found.extend(listed);
+        }
+    }
+    let message = if bad == 0 {
+        format!("all {} nodes passed", nodes.len())
+    } else {
+        let names: Vec<&str> = found
+            .iter()
+            .filter_map(|i| i.node.as_deref())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        format!(
+            "{bad} of {} nodes did not pass: {}",
+            nodes.len(),
+            names.join(", ")
+        )
+    };
+    (worst, message, found)
+}
+
+/// The check of an inspection's step: the catalog check the report builder
+/// wrote as it, with its title, category, severity and remediation.
+fn inspection_check(
+    step: &Yaml,
+    steps: &[Records],
+    titles: &mut BTreeMap<String, String>,
+) -> Option<CheckResult> {
+    let notes = annotations(Some(step));
+    let id = step.get("id").and_then(Yaml::as_str)?;
+    let title = notes.get(keys::TITLE)?;
+    let note = |k: &str| notes.get(k).cloned().unwrap_or_default();
+    let category = note(keys::CATEGORY);
+    titles.insert(category.clone(), note(keys::CATEGORY_TITLE));
+    let severity = note(keys::SEVERITY);
+    let item_outcome = if severity == "error" {
+        Outcome::Failed
+    } else {
+        Outcome::Warning
+    };
+    let records: Vec<&Records> = steps.iter().filter(|(s, _, _)| s.as_str() == id).collect();
+    let (outcome, message, found) = judge(&records, item_outcome, &|_, r| instance_outcome(r));
+    Some(CheckResult {
+        id: id.to_owned(),
+        title: title.clone(),
+        category,
+        severity,
+        outcome,
+        message,
+        remediation: Remediation {
+            text: note(keys::REMEDIATION),
+            url: notes.get(keys::REMEDIATION_URL).cloned(),
+        },
+        items: found,
+    })
+}
+
+/// The bodies a step may have, for a step's title.
+const BODIES: &[&str] = &[
+    "command", "script", "image", "gate", "approval", "check", "trace", "group", "cordon",
+    "uncordon", "drain", "wait", "snapshot",
+];
+
+/// The category prefix of a workflow's phases: `phases/pre-check`.
+pub const PHASES: &str = "phases";
+
+/// Every step a workflow declares, with its id as the run keeps it (a group
+/// member's is `GROUP.MEMBER`) and its phase. A group stands for its members:
+/// they are what ran.
+fn declared(spec_steps: &[Yaml]) -> Vec<(Declared, String)> {
+    let mut out = Vec::new();
+    for step in spec_steps {
+        let Some(id) = step.get("id").and_then(Yaml::as_str) else {
+            continue;
+        };
+        let phase = step
+            .get("phase")
+            .and_then(Yaml::as_str)
+            .unwrap_or("pre-check")
+            .to_owned();
+        let members = step
+            .get("group")
+            .and_then(|g| g.get("steps"))
+            .and_then(Yaml::as_sequence);
+        match members {
+            Some(members) if !members.is_empty() => {
+                for m in members {
+                    let Some(mid) = m.get("id").and_then(Yaml::as_str) else {
+                        continue;
+                    };
+                    let phase = m
+                        .get("phase")
+                        .and_then(Yaml::as_str)
+                        .map_or_else(|| phase.clone(), str::to_owned);
+                    out.push((
+                        Declared {
+                            id: format!("{id}.{mid}"),
+                            yaml: m.clone(),
+                        },
+                        phase,
+                    ));
+                }
+            }
+            _ => out.push((
+                Declared {
+                    id: id.to_owned(),
+                    yaml: step.clone(),
+                },
+                phase,
+            )),
+        }
+    }
+    out
+}
+
+/// A step of a workflow, as the run keeps its id.
+struct Declared {
+    id: String,
+    yaml: Yaml,
+}
+
+/// `pre-check` → `Pre-check`.
+fn phase_title(phase: &str) -> String {
+    let mut chars = phase.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// How one instance of a workflow's step came out, as a check. A step skipped
+/// because its `when` was false, or because the step it needs succeeded when
+/// it runs only otherwise (`on: failure`), did what the workflow says:
+/// passed. A step skipped because what it needed failed did not run: it is
+/// not known to hold (`error`), and the failure itself is its need's.
+fn step_outcome(
+    instance: &InstanceId,
+    record: &StepRecord,
+    is_check: bool,
+    steps: &[Records],
+) -> (Outcome, String) {
+    let said = || {
+        record
+            .output
+            .as_ref()
+            .and_then(|o| text(o, "message"))
+            .or_else(|| record.reason.clone())
+    };
+    match (record.state, &record.skip) {
+        (StepState::Succeeded | StepState::Failed, _) if is_check => instance_outcome(record),
+        (StepState::Succeeded, _) => (
+            Outcome::Passed,
+            said().unwrap_or_else(|| "succeeded".into()),
+        ),
+        (StepState::Failed, _) => (Outcome::Failed, said().unwrap_or_else(|| "failed".into())),
+        (StepState::Skipped, Some(SkipCause::Condition)) => {
+            (Outcome::Passed, "skipped: its `when` was false".to_owned())
+        }
+        (StepState::Skipped, Some(SkipCause::Need { step })) => {
+            // The need on the same node, else the need run once.
+            let need = steps
+                .iter()
+                .filter(|(s, _, _)| s == step)
+                .max_by_key(|(_, i, _)| (i == instance, *i == InstanceId::global()))
+                .map(|(_, _, r)| r.state);
+            match need {
+                Some(StepState::Succeeded) => (
+                    Outcome::Passed,
+                    format!(
+                        "skipped: `{step}` succeeded, and this step runs only when it does not"
+                    ),
+                ),
+                state => (
+                    Outcome::Error,
+                    format!(
+                        "could not check: skipped because `{step}` {}",
+                        state.map_or("never ran", StepState::as_str)
+                    ),
+                ),
+            }
+        }
+        _ => instance_outcome(record),
+    }
+}
+
+/// The check of a workflow's step: its outcome from its state, its message
+/// from its reason, its phase as its category.
+fn step_check(
+    run: &str,
+    step: Declared,
+    phase: &str,
+    steps: &[Records],
+    titles: &mut BTreeMap<String, String>,
+) -> Option<CheckResult> {
+    let notes = annotations(Some(&step.yaml));
+    let records: Vec<&Records> = steps
+        .iter()
+        .filter(|(s, _, _)| s.as_str() == step.id)
+        .collect();
+    // A repair runs only when the step it repairs fails: one that never
+    // started was not needed.
+    if phase == "repair"
+        && records
+            .iter()
+            .all(|(_, _, r)| r.state == StepState::Pending)
+    {
+        return None;
+    }
+    let kind = BODIES
+        .iter()
+        .find(|b| step.yaml.get(**b).is_some())
+        .copied()
+        .unwrap_or("step");
+    let category = format!("{PHASES}/{phase}");
+    titles.insert(category.clone(), phase_title(phase));
+    let severity = notes
+        .get(keys::SEVERITY)
+        .cloned()
+        .unwrap_or_else(|| "error".into());
+    let item_outcome = if severity == "error" {
+        Outcome::Failed
+    } else {
+        Outcome::Warning
+    };
+    let is_check = kind == "check";
+    let (outcome, message, found) = judge(&records, item_outcome, &|i, r| {
+        step_outcome(i, r, is_check, steps)
+    });
+    Some(CheckResult {
+        title: notes
+            .get(keys::TITLE)
+            .cloned()
+            .unwrap_or_else(|| format!("step {} ({kind})", step.id)),
+        category,
+        severity,
+        outcome,
+        message,
+        remediation: Remediation {
+            // A step that ran printed something to read; one that did not
+            // has its reason in the run's status.
+            text: notes.get(keys::REMEDIATION).cloned().unwrap_or_else(|| {
+                if records.iter().any(|(_, _, r)| r.attempts > 0) {
+                    format!(
+                        "`kpilot logs {run} {}` shows what the step printed",
+                        step.id
+                    )
+                } else {
+                    format!("`kpilot status {run}` shows why the step did not run")
+                }
+            }),
+            url: notes.get(keys::REMEDIATION_URL).cloned(),
+        },
+        items: found,
+        id: step.id,
+    })
+}
+
 impl Report {
-    /// Builds the report of a run of `kpilot inspect` from what the store
-    /// keeps of it.
+    /// Builds the report of a run from what the store keeps of it: of a run
+    /// of `kpilot inspect`, its catalog checks; of any other run, each step
+    /// as a check of its own, in a category per phase (`phases/upgrade`).
     pub fn from_run(
         run: &RunRecord,
         steps: &[(StepId, InstanceId, StepRecord)],
@@ -350,14 +667,8 @@ impl Report {
                 message: e.to_string(),
             })?;
         let meta = annotations(workflow.get("metadata"));
-        if !meta.contains_key(keys::REPORT) {
-            return Err(ReportError::NotAnInspection {
-                run: run.id.to_string(),
-                workflow: run.workflow.clone(),
-            });
-        }
+        let inspection = meta.contains_key(keys::REPORT);
         let get = |k: &str| meta.get(k).cloned().unwrap_or_default();
-        let mut checks = Vec::new();
         let mut titles: BTreeMap<String, String> = BTreeMap::new();
         let spec_steps = workflow
             .get("spec")
@@ -365,111 +676,19 @@ impl Report {
             .and_then(Yaml::as_sequence)
             .cloned()
             .unwrap_or_default();
-        for step in &spec_steps {
-            let notes = annotations(Some(step));
-            let (Some(id), Some(title)) = (
-                step.get("id").and_then(Yaml::as_str),
-                notes.get(keys::TITLE),
-            ) else {
-                continue;
-            };
-            let note = |k: &str| notes.get(k).cloned().unwrap_or_default();
-            let category = note(keys::CATEGORY);
-            titles.insert(category.clone(), note(keys::CATEGORY_TITLE));
-            let severity = note(keys::SEVERITY);
-            let item_outcome = if severity == "error" {
-                Outcome::Failed
-            } else {
-                Outcome::Warning
-            };
-            let records: Vec<&(StepId, InstanceId, StepRecord)> =
-                steps.iter().filter(|(s, _, _)| s.as_str() == id).collect();
-            let nodes: Vec<&(StepId, InstanceId, StepRecord)> = records
-                .iter()
-                .copied()
-                .filter(|(_, i, _)| *i != InstanceId::global())
-                .collect();
-            let (outcome, message, found) = if nodes.is_empty() {
-                match records.first() {
-                    Some((_, _, record)) => {
-                        let (outcome, message) = instance_outcome(record);
-                        let found = if outcome == Outcome::Passed {
-                            Vec::new()
-                        } else {
-                            items(record, item_outcome, None)
-                        };
-                        (outcome, message, found)
-                    }
-                    None => (
-                        Outcome::Error,
-                        "could not check: the step never ran".to_owned(),
-                        Vec::new(),
-                    ),
+        let mut checks = Vec::new();
+        if inspection {
+            for step in &spec_steps {
+                if let Some(c) = inspection_check(step, steps, &mut titles) {
+                    checks.push(c);
                 }
-            } else {
-                let mut worst = Outcome::Passed;
-                let mut found = Vec::new();
-                let mut bad = 0;
-                for (_, instance, record) in &nodes {
-                    let node = instance.as_str();
-                    let (outcome, message) = instance_outcome(record);
-                    if outcome.rank() > worst.rank() {
-                        worst = outcome;
-                    }
-                    if outcome == Outcome::Passed {
-                        continue;
-                    }
-                    bad += 1;
-                    let listed = items(record, item_outcome, Some(node));
-                    if listed.is_empty() {
-                        found.push(Item {
-                            outcome,
-                            message,
-                            node: Some(node.to_owned()),
-                            object: Some(ObjectRef {
-                                api_version: "v1".into(),
-                                kind: "Node".into(),
-                                namespace: None,
-                                name: node.to_owned(),
-                            }),
-                            source: None,
-                            replacement: None,
-                            removed_in: None,
-                        });
-                    } else {
-                        found.extend(listed);
-                    }
+            }
+        } else {
+            for (step, phase) in declared(&spec_steps) {
+                if let Some(c) = step_check(&run.id.to_string(), step, &phase, steps, &mut titles) {
+                    checks.push(c);
                 }
-                let message = if bad == 0 {
-                    format!("all {} nodes passed", nodes.len())
-                } else {
-                    let names: Vec<&str> = found
-                        .iter()
-                        .filter_map(|i| i.node.as_deref())
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
-                    format!(
-                        "{bad} of {} nodes did not pass: {}",
-                        nodes.len(),
-                        names.join(", ")
-                    )
-                };
-                (worst, message, found)
-            };
-            checks.push(CheckResult {
-                id: id.to_owned(),
-                title: title.clone(),
-                category,
-                severity,
-                outcome,
-                message,
-                remediation: Remediation {
-                    text: note(keys::REMEDIATION),
-                    url: notes.get(keys::REMEDIATION_URL).cloned(),
-                },
-                items: found,
-            });
+            }
         }
         let mut summary = Counts::default();
         let mut categories: Vec<Category> = Vec::new();
@@ -519,6 +738,7 @@ impl Report {
                 version: get(keys::VERSION),
                 cluster_type: get(keys::TYPE),
             },
+            workflow: run.workflow.clone(),
             scenario: get(keys::SCENARIO),
             target,
             time: run.created_at,
@@ -744,12 +964,151 @@ spec:
     }
 
     #[test]
-    fn a_run_that_is_no_inspection_is_refused() {
-        let mut run = RunRecord {
+    fn every_run_has_a_report_each_step_a_check_of_its_own() {
+        let source = r#"
+apiVersion: kpilot/v1
+kind: Workflow
+metadata: {name: w}
+spec:
+  steps:
+    - {id: ok, phase: pre-check, command: ["true"]}
+    - {id: boom, phase: upgrade, command: ["false"]}
+    - {id: after-boom, phase: post-check, needs: [boom], command: ["true"]}
+    - {id: not-wanted, phase: post-check, when: "false", command: ["true"]}
+    - {id: on-failure, phase: post-check, needs: [{step: ok, on: failure}], command: ["true"]}
+    - {id: fix, phase: repair, command: ["true"]}
+    - id: roll
+      phase: upgrade
+      group:
+        steps:
+          - {id: cordon, cordon: {}}
+"#;
+        let run = RunRecord {
             id: RunId::parse("w-1").expect("id"),
             workflow: "w".into(),
             file: "x".into(),
-            source: "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: w}\n".into(),
+            source: source.into(),
+            params: Default::default(),
+            workdir: "/".into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            state: RunState::Failed,
+            approvals: Default::default(),
+        };
+        let step = |s: &str| StepId::parse(s).expect("step");
+        let rec = |state, reason: Option<&str>, skip| StepRecord {
+            state,
+            attempts: u32::from(state != StepState::Skipped && state != StepState::Pending),
+            reason: reason.map(str::to_owned),
+            skip,
+            ..StepRecord::pending()
+        };
+        let g = InstanceId::global;
+        let steps = vec![
+            (step("ok"), g(), rec(StepState::Succeeded, None, None)),
+            (
+                step("boom"),
+                g(),
+                rec(StepState::Failed, Some("exit code 1"), None),
+            ),
+            (
+                step("after-boom"),
+                g(),
+                rec(
+                    StepState::Skipped,
+                    Some("boom failed"),
+                    Some(SkipCause::Need { step: step("boom") }),
+                ),
+            ),
+            (
+                step("not-wanted"),
+                g(),
+                rec(StepState::Skipped, None, Some(SkipCause::Condition)),
+            ),
+            (
+                step("on-failure"),
+                g(),
+                rec(
+                    StepState::Skipped,
+                    None,
+                    Some(SkipCause::Need { step: step("ok") }),
+                ),
+            ),
+            (step("fix"), g(), rec(StepState::Pending, None, None)),
+            (
+                step("roll.cordon"),
+                InstanceId::named("node-a"),
+                rec(StepState::Failed, Some("no such node"), None),
+            ),
+        ];
+        let r = Report::from_run(&run, &steps).expect("a report");
+        assert_eq!(r.workflow, "w");
+        assert_eq!(r.scenario, "");
+        let by = |id: &str| r.checks.iter().find(|c| c.id == id).expect(id);
+        assert_eq!(by("ok").outcome, Outcome::Passed);
+        assert_eq!(by("ok").category, "phases/pre-check");
+        let boom = by("boom");
+        assert_eq!(boom.outcome, Outcome::Failed);
+        assert_eq!(boom.message, "exit code 1");
+        assert_eq!(
+            boom.remediation.text,
+            "`kpilot logs w-1 boom` shows what the step printed"
+        );
+        let after = by("after-boom");
+        assert_eq!(
+            after.outcome,
+            Outcome::Error,
+            "it did not run: not known to hold"
+        );
+        assert!(after.message.contains("`boom` failed"), "{}", after.message);
+        assert_eq!(
+            after.remediation.text,
+            "`kpilot status w-1` shows why the step did not run"
+        );
+        assert_eq!(by("not-wanted").outcome, Outcome::Passed);
+        assert_eq!(
+            by("on-failure").outcome,
+            Outcome::Passed,
+            "it runs only on failure"
+        );
+        assert!(
+            r.checks.iter().all(|c| c.id != "fix"),
+            "an unneeded repair is left out"
+        );
+        let cordon = by("roll.cordon");
+        assert_eq!(cordon.outcome, Outcome::Failed);
+        assert_eq!(cordon.items[0].node.as_deref(), Some("node-a"));
+        assert_eq!(
+            r.summary,
+            Counts {
+                passed: 3,
+                warning: 0,
+                failed: 2,
+                error: 1
+            }
+        );
+        let upgrade = r
+            .categories
+            .iter()
+            .find(|k| k.id == "phases/upgrade")
+            .expect("upgrade");
+        assert_eq!(upgrade.title, "Upgrade");
+        assert_eq!(upgrade.counts.failed, 2);
+        let json: Value = serde_json::from_str(&crate::render::json::render(&r)).expect("JSON");
+        assert!(
+            json.get("scenario").is_none(),
+            "a workflow run has no scenario"
+        );
+        assert_eq!(json["workflow"], "w");
+    }
+
+    #[test]
+    fn a_run_whose_workflow_is_not_yaml_is_refused() {
+        let run = RunRecord {
+            id: RunId::parse("w-1").expect("id"),
+            workflow: "w".into(),
+            file: "x".into(),
+            source: ":\n  - [".into(),
             params: Default::default(),
             workdir: "/".into(),
             created_at: Utc::now(),
@@ -757,11 +1116,6 @@ spec:
             state: RunState::Succeeded,
             approvals: Default::default(),
         };
-        assert!(matches!(
-            Report::from_run(&run, &[]),
-            Err(ReportError::NotAnInspection { .. })
-        ));
-        run.source = ":\n  - [".into();
         assert!(matches!(
             Report::from_run(&run, &[]),
             Err(ReportError::Workflow { .. })

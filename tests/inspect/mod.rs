@@ -409,15 +409,15 @@ kptest!(bad_input_names_the_file_the_check_and_the_fix, |dir| {
         "{}",
         manifests.stderr
     );
-    // `report` of a run that is not an inspection.
+    // A run that is not an inspection has a report too: each step a check.
     dir.write("wf.yaml", "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: w}\nspec:\n  steps:\n    - {id: a, phase: pre-check, command: [\"true\"]}\n");
     dir.kp(&["run", "wf.yaml", "--run-id", "w1"]).expect(0);
-    let not = dir.kp(&["report", "w1"]).expect(2);
+    let workflow = dir.kp(&["report", "w1"]).expect(0);
     assert!(
-        not.stderr.contains("run w1 is not an inspection")
-            && not.stderr.contains("`kpilot status w1` shows its steps"),
+        workflow.stdout.contains("kpilot report w1 · workflow w")
+            && workflow.stdout.contains("1 checks: 1 normal"),
         "{}",
-        not.stderr
+        workflow.stdout
     );
     dir.kp(&["status", "w1"]).expect(0);
 });

@@ -178,16 +178,22 @@ pub fn render(report: &Report, style: Style) -> String {
         .as_ref()
         .map(|t| format!(" to {t}"))
         .unwrap_or_default();
+    // An inspection says its scenario; any other run its workflow.
+    let what = if report.scenario.is_empty() {
+        format!("workflow {}", report.workflow)
+    } else {
+        format!("{}{target}", report.scenario)
+    };
     wrap(
         &mut out,
         "",
-        &format!(
-            "kpilot report {} · {}{target}",
-            report.run_id, report.scenario
-        ),
+        &format!("kpilot report {} · {what}", report.run_id),
         WIDTH,
     );
-    let cluster = if report.cluster.server.is_empty() {
+    let cluster = if report.cluster.server.is_empty() && report.cluster.cluster_type.is_empty() {
+        // A workflow's run: the report knows no cluster.
+        "no cluster read".to_owned()
+    } else if report.cluster.server.is_empty() {
         format!("no cluster read · {}", report.cluster.cluster_type)
     } else {
         format!(
