@@ -65,9 +65,8 @@ fn init_tracing() {
     // sled's own log lines say nothing a person can act on; kpilot reports a
     // damaged run itself, once. A patrol daemon's log says what each slot
     // did (info).
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,sled=off,kube_client=off,kpilot_schedule=info")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,sled=off,kube_client=off,kpilot_schedule=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

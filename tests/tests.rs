@@ -8,4 +8,5 @@ mod agent;
 mod cluster;
 mod engine;
 mod inspect;
+mod patrol;
 mod trace;

@@ -82,7 +82,10 @@ impl SlotState {
 
     /// Whether a run ended in it and can be compared with the next.
     pub fn is_completed_run(self) -> bool {
-        matches!(self, SlotState::Passed | SlotState::Failed | SlotState::Blocked)
+        matches!(
+            self,
+            SlotState::Passed | SlotState::Failed | SlotState::Blocked
+        )
     }
 }
 
@@ -186,7 +189,11 @@ impl Claims {
         let bytes = self.encode(claim)?;
         let swapped = self
             .slots
-            .compare_and_swap(key(&claim.schedule, claim.slot), None as Option<&[u8]>, Some(bytes))
+            .compare_and_swap(
+                key(&claim.schedule, claim.slot),
+                None as Option<&[u8]>,
+                Some(bytes),
+            )
             .map_err(|source| ClaimError::Sled {
                 dir: self.dir.clone(),
                 source,

@@ -179,7 +179,9 @@ impl<L: Launcher + 'static> Daemon<L> {
         let claims = Claims::open(&dir)?;
         let mut shared = Shared::default();
         for s in &patrol.schedules {
-            shared.schedules.insert(s.name.clone(), ScheduleMetrics::default());
+            shared
+                .schedules
+                .insert(s.name.clone(), ScheduleMetrics::default());
         }
         let n = patrol.schedules.len();
         Ok(Daemon {
@@ -289,7 +291,11 @@ impl<L: Launcher + 'static> Daemon<L> {
     /// same signal, and their schedulers stop and record them.
     fn stop(&mut self, name: &'static str) -> &'static str {
         let running: usize = self.active.iter().map(Vec::len).sum();
-        tracing::info!(signal = name, running, "stopping: no new slot starts; the running patrols are recorded as interrupted");
+        tracing::info!(
+            signal = name,
+            running,
+            "stopping: no new slot starts; the running patrols are recorded as interrupted"
+        );
         name
     }
 
@@ -346,7 +352,9 @@ impl<L: Launcher + 'static> Daemon<L> {
                     run: None,
                     claimed_at: now,
                     ended_at: None,
-                    reason: Some("no daemon ran at its time, or it came later than startingDeadline".into()),
+                    reason: Some(
+                        "no daemon ran at its time, or it came later than startingDeadline".into(),
+                    ),
                 };
                 if self.claims.claim(&claim)? {
                     tracing::warn!(schedule = %name, slot = %slot, "slot missed");
@@ -379,7 +387,8 @@ impl<L: Launcher + 'static> Daemon<L> {
         if !self.active[i].is_empty() {
             match s.policy {
                 crate::Policy::Forbid => {
-                    let going: Vec<String> = self.active[i].iter().map(|a| a.run.to_string()).collect();
+                    let going: Vec<String> =
+                        self.active[i].iter().map(|a| a.run.to_string()).collect();
                     let claim = Claim {
                         schedule: name.clone(),
                         slot,
@@ -387,7 +396,10 @@ impl<L: Launcher + 'static> Daemon<L> {
                         run: None,
                         claimed_at: now,
                         ended_at: None,
-                        reason: Some(format!("concurrencyPolicy Forbid: run {} still goes", going.join(", "))),
+                        reason: Some(format!(
+                            "concurrencyPolicy Forbid: run {} still goes",
+                            going.join(", ")
+                        )),
                     };
                     if self.claims.claim(&claim)? {
                         tracing::info!(schedule = %name, slot = %slot, "slot skipped: the previous run still goes (Forbid)");
@@ -542,7 +554,12 @@ impl<L: Launcher + 'static> Daemon<L> {
         if let Ok(mut shared) = self.shared.lock() {
             shared.reports.insert(s.name.clone(), report);
         }
-        tracing::info!(new = comparison.new.len(), resolved = comparison.resolved.len(), persisting = comparison.persisting.len(), "compared with the previous patrol");
+        tracing::info!(
+            new = comparison.new.len(),
+            resolved = comparison.resolved.len(),
+            persisting = comparison.persisting.len(),
+            "compared with the previous patrol"
+        );
         let Some(notify) = self.patrol.notify.clone() else {
             return Ok(());
         };
@@ -599,7 +616,9 @@ impl<L: Launcher + 'static> Daemon<L> {
                     tracing::info!(schedule = %s.name, run = %run, "deleted: beyond the schedule's history");
                     self.claims.remove(&s.name, c.slot)?;
                 }
-                Err(e) => tracing::warn!(run = %run, error = %e, "cannot delete a run beyond the history; trying again after the next patrol"),
+                Err(e) => {
+                    tracing::warn!(run = %run, error = %e, "cannot delete a run beyond the history; trying again after the next patrol")
+                }
             }
         }
         for c in &claims {

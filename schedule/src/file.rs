@@ -208,7 +208,10 @@ impl Patrol {
         if raw.api_version != "kpilot/v1" {
             return Err(invalid(
                 "apiVersion",
-                format!("`{}` is not known; write `apiVersion: kpilot/v1`", raw.api_version),
+                format!(
+                    "`{}` is not known; write `apiVersion: kpilot/v1`",
+                    raw.api_version
+                ),
             ));
         }
         if raw.kind != "Patrol" {
@@ -335,7 +338,10 @@ impl Patrol {
             let starting_deadline = match &s.starting_deadline {
                 None => None,
                 Some(d) => Some(kpilot_engine::duration::parse_duration(d).map_err(|e| {
-                    invalid(&at("startingDeadline"), format!("{e}; write a duration like 30s or 5m"))
+                    invalid(
+                        &at("startingDeadline"),
+                        format!("{e}; write a duration like 30s or 5m"),
+                    )
                 })?),
             };
             let history = s.history.unwrap_or(DEFAULT_HISTORY);
@@ -420,7 +426,8 @@ mod tests {
         Patrol::parse(&dir.path().join("p.yaml"), text)
     }
 
-    const HEAD: &str = "apiVersion: kpilot/v1\nkind: Patrol\nmetadata: {name: prod}\nspec:\n  schedules:\n";
+    const HEAD: &str =
+        "apiVersion: kpilot/v1\nkind: Patrol\nmetadata: {name: prod}\nspec:\n  schedules:\n";
 
     #[test]
     fn a_good_file_parses() {
@@ -432,11 +439,23 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("cron: \"61 * * * *\", report: r.yaml", "spec.schedules[0] (a).cron"),
-            ("cron: \"* * * * *\", timeZone: Mars/Base, report: r.yaml", "spec.schedules[0] (a).timeZone"),
+            (
+                "cron: \"61 * * * *\", report: r.yaml",
+                "spec.schedules[0] (a).cron",
+            ),
+            (
+                "cron: \"* * * * *\", timeZone: Mars/Base, report: r.yaml",
+                "spec.schedules[0] (a).timeZone",
+            ),
             ("cron: \"* * * * *\"", "spec.schedules[0] (a).report"),
-            ("cron: \"* * * * *\", report: r.yaml, workflow: r.yaml", "spec.schedules[0] (a).report"),
-            ("cron: \"* * * * *\", report: r.yaml, concurrencyPolicy: Never", "concurrencyPolicy"),
+            (
+                "cron: \"* * * * *\", report: r.yaml, workflow: r.yaml",
+                "spec.schedules[0] (a).report",
+            ),
+            (
+                "cron: \"* * * * *\", report: r.yaml, concurrencyPolicy: Never",
+                "concurrencyPolicy",
+            ),
             ("cron: \"* * * * *\", report: nope.yaml", "no such file"),
         ];
         for (fields, want) in cases {

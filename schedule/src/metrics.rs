@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 /// The histogram's bucket bounds, in seconds: a patrol takes seconds to
 /// a few minutes.
-pub const DURATION_BUCKETS: [f64; 10] = [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+pub const DURATION_BUCKETS: [f64; 10] =
+    [1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
 
 /// What one schedule's patrols did since the daemon started.
 #[derive(Debug, Clone, Default)]
@@ -74,9 +75,24 @@ pub fn render(patrol: &str, schedules: &BTreeMap<String, ScheduleMetrics>) -> St
                         m.buckets[i]
                     );
                 }
-                let _ = writeln!(out, "kpilot_patrol_duration_seconds_bucket{{{},le=\"+Inf\"}} {}", labels(s), m.count);
-                let _ = writeln!(out, "kpilot_patrol_duration_seconds_sum{{{}}} {}", labels(s), m.sum);
-                let _ = writeln!(out, "kpilot_patrol_duration_seconds_count{{{}}} {}", labels(s), m.count);
+                let _ = writeln!(
+                    out,
+                    "kpilot_patrol_duration_seconds_bucket{{{},le=\"+Inf\"}} {}",
+                    labels(s),
+                    m.count
+                );
+                let _ = writeln!(
+                    out,
+                    "kpilot_patrol_duration_seconds_sum{{{}}} {}",
+                    labels(s),
+                    m.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "kpilot_patrol_duration_seconds_count{{{}}} {}",
+                    labels(s),
+                    m.count
+                );
             }
         },
     );
@@ -87,7 +103,11 @@ pub fn render(patrol: &str, schedules: &BTreeMap<String, ScheduleMetrics>) -> St
         &mut |out| {
             for (s, m) in schedules {
                 if let Some(t) = m.last_success {
-                    let _ = writeln!(out, "kpilot_patrol_last_success_timestamp_seconds{{{}}} {t}", labels(s));
+                    let _ = writeln!(
+                        out,
+                        "kpilot_patrol_last_success_timestamp_seconds{{{}}} {t}",
+                        labels(s)
+                    );
                 }
             }
         },
@@ -99,7 +119,11 @@ pub fn render(patrol: &str, schedules: &BTreeMap<String, ScheduleMetrics>) -> St
         &mut |out| {
             for (s, m) in schedules {
                 for (outcome, n) in &m.runs {
-                    let _ = writeln!(out, "kpilot_patrol_runs_total{{{},outcome=\"{outcome}\"}} {n}", labels(s));
+                    let _ = writeln!(
+                        out,
+                        "kpilot_patrol_runs_total{{{},outcome=\"{outcome}\"}} {n}",
+                        labels(s)
+                    );
                 }
             }
         },
@@ -149,7 +173,10 @@ pub async fn serve(
                     Err(_) => String::new(),
                 };
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
                     body,
                 )
             }

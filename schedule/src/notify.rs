@@ -75,7 +75,8 @@ pub async fn send(notify: &Notify, notification: &Notification) -> Vec<String> {
     };
     let mut failures = Vec::new();
     if !notify.command.is_empty() {
-        if let Err(e) = retrying(notify.retries, "notify.command", || command(notify, &body)).await {
+        if let Err(e) = retrying(notify.retries, "notify.command", || command(notify, &body)).await
+        {
             failures.push(format!("notify.command {:?}: {e}", notify.command));
         }
     }

@@ -136,7 +136,9 @@ mod tests {
     use chrono::TimeZone as _;
 
     fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).single().expect("time")
+        Utc.with_ymd_and_hms(2026, 3, 1, h, m, s)
+            .single()
+            .expect("time")
     }
 
     #[test]
@@ -163,7 +165,13 @@ mod tests {
         assert_eq!(d.run, Some(at(10, 45, 0)));
         assert_eq!(d.missed, vec![at(10, 15, 0), at(10, 30, 0)]);
         let late = std::time::Duration::from_secs(60);
-        let d = due(&c, Some(at(10, 0, 0)), at(9, 0, 0), at(10, 47, 0), Some(late));
+        let d = due(
+            &c,
+            Some(at(10, 0, 0)),
+            at(9, 0, 0),
+            at(10, 47, 0),
+            Some(late),
+        );
         assert_eq!(d.run, None);
         assert_eq!(d.missed.len(), 3);
         let d = due(&c, Some(at(10, 45, 0)), at(9, 0, 0), at(10, 47, 0), None);

@@ -75,9 +75,18 @@ fn end_of(schedule: &Schedule, result: anyhow::Result<RunOutcome>) -> RunEnd {
             kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)
         {
             let (state, reason) = if report.has_failed() {
-                (SlotState::Failed, Some(format!("{} checks failed", report.summary.failed)))
+                (
+                    SlotState::Failed,
+                    Some(format!("{} checks failed", report.summary.failed)),
+                )
             } else if report.has_error() {
-                (SlotState::Blocked, Some(format!("{} checks could not be checked", report.summary.error)))
+                (
+                    SlotState::Blocked,
+                    Some(format!(
+                        "{} checks could not be checked",
+                        report.summary.error
+                    )),
+                )
             } else {
                 (SlotState::Passed, None)
             };
@@ -254,7 +263,11 @@ pub async fn patrol(args: PatrolArgs, state: &StateArgs) -> anyhow::Result<Exit>
             let worst = |s: SlotState| states.contains(&s);
             eprintln!(
                 "kpilot: patrol {name}: {}; `kpilot patrols` lists them",
-                states.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                states
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             if worst(SlotState::Error) {
                 Exit::Internal
@@ -281,8 +294,8 @@ pub fn patrols(args: PatrolsArgs, state: &StateArgs) -> anyhow::Result<Exit> {
                 }
             }
         }
-        status.running = status.running
-            && std::path::Path::new(&format!("/proc/{}", status.pid)).exists();
+        status.running =
+            status.running && std::path::Path::new(&format!("/proc/{}", status.pid)).exists();
     }
     if args.output == Format::Json {
         crate::outln!("{}", serde_json::to_string_pretty(&statuses)?)?;
