@@ -539,8 +539,7 @@ impl<L: Launcher + 'static> Daemon<L> {
             .claims
             .of(&s.name)?
             .into_iter()
-            .filter(|c| c.slot < claim.slot && c.state.is_completed_run() && c.run.is_some())
-            .next_back();
+            .rfind(|c| c.slot < claim.slot && c.state.is_completed_run() && c.run.is_some());
         let (previous_run, comparison) = match previous.and_then(|c| c.run) {
             Some(prev) => match self.report_of(&prev) {
                 Ok(before) => (Some(prev), findings::compare(&before, &report)),

@@ -52,6 +52,9 @@ pub fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A counter family: its name, its help, and how to read it.
+type Counter = (&'static str, &'static str, fn(&ScheduleMetrics) -> u64);
+
 /// The daemon's families for `patrol`, whose schedules are `schedules`.
 pub fn render(patrol: &str, schedules: &BTreeMap<String, ScheduleMetrics>) -> String {
     let mut out = String::new();
@@ -128,7 +131,7 @@ pub fn render(patrol: &str, schedules: &BTreeMap<String, ScheduleMetrics>) -> St
             }
         },
     );
-    let counters: [(&str, &str, fn(&ScheduleMetrics) -> u64); 3] = [
+    let counters: [Counter; 3] = [
         (
             "kpilot_patrol_slots_missed_total",
             "Slots recorded as missed: no daemon ran, or later than startingDeadline.",

@@ -275,7 +275,9 @@ pub struct Durable {
 
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Durable").field("blobs", &self.blobs).finish()
+        f.debug_struct("Durable")
+            .field("blobs", &self.blobs)
+            .finish()
     }
 }
 
