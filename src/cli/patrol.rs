@@ -59,7 +59,7 @@ fn end_of(schedule: &Schedule, result: anyhow::Result<RunOutcome>) -> RunEnd {
         return RunEnd {
             state: SlotState::Interrupted,
             reason: Some(format!(
-                "kpilot received {signal}; `kpilot resume {}` goes on with it",
+                "kpilot received {signal}; run {} is kept as it stopped and can be resumed",
                 outcome.snapshot.run.id
             )),
         };
@@ -105,7 +105,7 @@ fn end_of(schedule: &Schedule, result: anyhow::Result<RunOutcome>) -> RunEnd {
         RunState::Blocked | RunState::Running => RunEnd {
             state: SlotState::Blocked,
             reason: Some(format!(
-                "the run is blocked; `kpilot status {}` says on what",
+                "run {} is blocked: a step waits on a person or could not be checked",
                 outcome.snapshot.run.id
             )),
         },
@@ -184,13 +184,41 @@ impl Launcher for Cli {
     async fn replaced(&self, run: &RunId) {
         // The run's drive was dropped (its steps' processes killed): mark it
         // aborted, as `kpilot abort` would, so nobody resumes it by mistake.
-        let result = (|| -> anyhow::Result<()> {
-            let store = RunStore::open(&self.state.state_dir()?, run);
+        // The drive's tasks, aborted with it, let go of the run's database
+        // only once this thread runs them to their end: wait for that
+        // without blocking it.
+        let mut store = Err(anyhow::anyhow!("not opened"));
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            store = self
+                .state
+                .state_dir()
+                .and_then(|dir| RunStore::open(&dir, run).map_err(Into::into));
+            match &store {
+                Err(e)
+                    if matches!(
+                        e.downcast_ref(),
+                        Some(kpilot_engine::store::StoreError::Busy { .. })
+                    ) =>
+                {
+                    continue
+                }
+                _ => break,
+            }
+        }
+        let result = (move || -> anyhow::Result<()> {
             let mut store = match store {
                 Ok(s) => s,
                 // Replaced before its run was created.
-                Err(kpilot_engine::store::StoreError::NoSuchRun { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
+                Err(e)
+                    if matches!(
+                        e.downcast_ref(),
+                        Some(kpilot_engine::store::StoreError::NoSuchRun { .. })
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
             };
             let mut record = store.run()?;
             record.state = RunState::Aborted;

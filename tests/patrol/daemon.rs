@@ -216,3 +216,37 @@ kptest!(
         assert_eq!(status["state"], "succeeded", "{status:#}");
     }
 );
+
+kptest!(replace_stops_the_running_patrol_for_the_new_slot, |dir| {
+    dir.write(
+        "slow.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: slow}\nspec:\n  steps:\n    - id: wait\n      phase: patrol\n      command: [sh, -c, \"echo $KPILOT_RUN_ID >> started.log; sleep 30\"]\n",
+    );
+    write_patrol(
+        &dir,
+        "swap",
+        &format!("    - {{name: slow, cron: {EVERY_2S}, workflow: slow.yaml, concurrencyPolicy: Replace}}\n"),
+        "",
+    );
+    let daemon = start_daemon(&dir, 1, &[]);
+    let _reap = Reap(daemon.id() as i32);
+    wait_for(
+        "a run replaced and a later one started",
+        Duration::from_secs(60),
+        || {
+            let slots = slots(&dir, "slow");
+            let replaced = slots.iter().position(|s| s["state"] == "replaced");
+            replaced.is_some_and(|i| slots[i + 1..].iter().any(|s| s["run"].is_string()))
+        },
+    );
+    assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-1.err"));
+    let slots = slots(&dir, "slow");
+    let replaced = slots
+        .iter()
+        .find(|s| s["state"] == "replaced")
+        .expect("replaced");
+    let run = replaced["run"].as_str().expect("its run");
+    // The replaced run is ended for good, not left running.
+    assert_eq!(dir.status(run)["state"], "aborted", "{slots:#?}");
+    assert!(!slots.iter().any(|s| s["state"] == "skipped"), "{slots:#?}");
+});
