@@ -63,9 +63,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     // sled's own log lines say nothing a person can act on; kpilot reports a
-    // damaged run itself, once.
+    // damaged run itself, once. A patrol daemon's log says what each slot
+    // did (info).
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,sled=off,kube_client=off"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,sled=off,kube_client=off,kpilot_schedule=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

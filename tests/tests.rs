@@ -8,5 +8,6 @@ mod agent;
 mod cluster;
 mod engine;
 mod inspect;
+mod patrol;
 mod report;
 mod trace;

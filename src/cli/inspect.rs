@@ -163,7 +163,67 @@ fn write_drivers(state: &kpilot_engine::store::StateDir) -> anyhow::Result<Strin
         .to_string())
 }
 
+/// One inspection of a `kind: Report` file for a patrol's slot, as
+/// `kpilot inspect --scenario patrol --report FILE --run-id RUN` runs it.
+pub async fn patrol_inspection(
+    report: PathBuf,
+    run_id: String,
+    cluster: ClusterArgs,
+    state: &StateArgs,
+) -> anyhow::Result<kpilot_engine::scheduler::RunOutcome> {
+    let args = InspectArgs {
+        scenario: "patrol".into(),
+        to: None,
+        cluster_type: None,
+        report: Some(report),
+        manifests: Vec::new(),
+        api_versions: Vec::new(),
+        annotations: Vec::new(),
+        no_cluster: false,
+        inventory: None,
+        dry_run: false,
+        run_id: Some(run_id),
+        output: InspectFormat::Text,
+        cluster,
+    };
+    match start(&args, state).await? {
+        Some(outcome) => Ok(outcome),
+        None => Err(Usage("an inspection without a run".into()).into()),
+    }
+}
+
 pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exit> {
+    let Some(outcome) = start(&args, state).await? else {
+        return Ok(Exit::Passed);
+    };
+    for failure in &outcome.internal {
+        eprintln!("kpilot: internal error: {failure}");
+    }
+    let report = kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)?;
+    let id = &report.run_id;
+    super::report::print(&report, args.output == InspectFormat::Json)?;
+    // `resume` reaches the cluster through its own flags: name the same one.
+    let mut flags = String::new();
+    if let Some(k) = &args.cluster.kubeconfig {
+        let k = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+        flags.push_str(&format!(" --kubeconfig {}", k.display()));
+    }
+    if let Some(c) = &args.cluster.context {
+        flags.push_str(&format!(" --context {c}"));
+    }
+    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}{flags}` checks again what did not pass");
+    if !outcome.internal.is_empty() {
+        return Ok(Exit::Internal);
+    }
+    Ok(super::report::exit_for(&report))
+}
+
+/// Selects the checks, builds the workflow and drives it as a new run;
+/// `None` after `--dry-run`, which printed what it would run.
+async fn start(
+    args: &InspectArgs,
+    state: &StateArgs,
+) -> anyhow::Result<Option<kpilot_engine::scheduler::RunOutcome>> {
     let scenario = Scenario::parse(&args.scenario).ok_or_else(|| {
         Usage(format!(
             "--scenario {} is not a scenario; write upgrade (the pre-checks of a hop), upgrade-post or patrol",
@@ -273,7 +333,7 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
                 crate::outln!("{}", serde_json::to_string_pretty(&value)?)?
             }
         }
-        return Ok(Exit::Passed);
+        return Ok(None);
     }
     if args.output == InspectFormat::Yaml {
         return Err(Usage("-o yaml prints the built workflow: add --dry-run".into()).into());
@@ -308,24 +368,5 @@ pub async fn inspect(args: InspectArgs, state: &StateArgs) -> anyhow::Result<Exi
         state,
     )
     .await?;
-    for failure in &outcome.internal {
-        eprintln!("kpilot: internal error: {failure}");
-    }
-    let report = kpilot_report::Report::from_run(&outcome.snapshot.run, &outcome.snapshot.steps)?;
-    let id = &report.run_id;
-    super::report::print(&report, args.output == InspectFormat::Json)?;
-    // `resume` reaches the cluster through its own flags: name the same one.
-    let mut flags = String::new();
-    if let Some(k) = &args.cluster.kubeconfig {
-        let k = std::path::absolute(k).unwrap_or_else(|_| k.clone());
-        flags.push_str(&format!(" --kubeconfig {}", k.display()));
-    }
-    if let Some(c) = &args.cluster.context {
-        flags.push_str(&format!(" --context {c}"));
-    }
-    eprintln!("kpilot: inspection {id}: `kpilot report {id}` prints this report again; `kpilot resume {id}{flags}` checks again what did not pass");
-    if !outcome.internal.is_empty() {
-        return Ok(Exit::Internal);
-    }
-    Ok(super::report::exit_for(&report))
+    Ok(Some(outcome))
 }

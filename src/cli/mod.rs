@@ -8,6 +8,7 @@ mod diff;
 mod graph;
 mod inspect;
 mod logs;
+mod patrol;
 mod plan;
 mod report;
 mod resume;
@@ -70,10 +71,14 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Trace what the kernel does to packets (eBPF): `kpilot trace drops`.
     Trace(trace::TraceArgs),
+    /// Run a Patrol file's schedules as a foreground daemon (docs/patrol.md).
+    Patrol(patrol::PatrolArgs),
+    /// List the patrols in the state directory: schedules, last and next slot, last outcome.
+    Patrols(patrol::PatrolsArgs),
 }
 
 /// Where runs are kept.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// The state directory, for the verbs that keep or read runs [default: the user's data directory, kpilot/]
     #[arg(long, env = "KPILOT_STATE_DIR", global = true, value_name = "DIR")]
@@ -133,6 +138,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(args) => plan::run(args).await,
         Command::Agent(args) => agent::agent(args).await,
         Command::Trace(args) => trace::trace(args).await,
+        Command::Patrol(args) => patrol::patrol(args, &cli.state).await,
+        Command::Patrols(args) => patrol::patrols(args, &cli.state),
     }
 }
 
@@ -215,7 +222,7 @@ fn nix_uid() -> u32 {
 /// How checks reach the cluster, like kubectl: `--kubeconfig`, `--context`,
 /// else `KUBECONFIG`, `~/.kube/config` or the in-cluster config. Nothing
 /// connects until a check asks the cluster something.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClusterArgs {
     /// The kubeconfig file [default: $KUBECONFIG, ~/.kube/config, or in-cluster]
     #[arg(long, value_name = "FILE")]

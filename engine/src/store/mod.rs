@@ -172,6 +172,25 @@ impl StateDir {
         Ok(ids)
     }
 
+    /// Deletes a run and everything kept with it (a patrol's history limit).
+    /// Its marker goes first, so a crash halfway leaves no run that lists
+    /// but cannot be read; fails with [`StoreError::Busy`] while a process
+    /// holds it.
+    pub fn delete(&self, id: &RunId) -> Result<()> {
+        let dir = self.run_dir(id);
+        if !dir.join(CREATED).exists() {
+            return match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err(&dir)(e)),
+            };
+        }
+        let _lock = RunStore::lock(id, &dir, Holder::Driver)?;
+        let marker = dir.join(CREATED);
+        std::fs::remove_file(&marker).map_err(io_err(&marker))?;
+        std::fs::remove_dir_all(&dir).map_err(io_err(&dir))
+    }
+
     /// The last snapshot the driving process wrote, for reading a run that
     /// another process holds.
     pub fn snapshot(&self, id: &RunId) -> Result<Option<Snapshot>> {
@@ -245,14 +264,27 @@ pub struct RunStore {
 /// writes the file's metadata (sled issue #1452), so every commit that
 /// precedes a side effect is followed by an `fdatasync` of sled's log file
 /// and of any blob file (large values) it wrote since the last commit.
-struct Durable {
+///
+/// Public for the other sled databases kpilot keeps (the patrol's claims),
+/// which must be as durable as a run's before they allow a side effect.
+pub struct Durable {
     log: File,
     blobs: PathBuf,
     synced_blobs: std::collections::HashSet<std::ffi::OsString>,
 }
 
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("blobs", &self.blobs)
+            .finish()
+    }
+}
+
 impl Durable {
-    fn open(db: &Path) -> Result<Self> {
+    /// Opens the files of the sled database at `db` (the directory given to
+    /// `sled::Config::path`) and syncs them once.
+    pub fn open(db: &Path) -> Result<Self> {
         let log_path = db.join("db");
         let log = File::open(&log_path).map_err(io_err(&log_path))?;
         // The files sled just created must be found after a power cut too.
@@ -268,7 +300,8 @@ impl Durable {
         Ok(durable)
     }
 
-    fn sync(&mut self) -> Result<()> {
+    /// Makes what the last `flush` of the database wrote survive a power cut.
+    pub fn sync(&mut self) -> Result<()> {
         self.log
             .sync_data()
             .map_err(io_err(&self.blobs.with_file_name("db")))?;

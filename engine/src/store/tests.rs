@@ -136,3 +136,22 @@ async fn a_fact_is_fetched_once_shared_while_held_and_read_again_from_the_store(
     memory.get_or_fetch("k", fetch).await.expect("again");
     assert_eq!(fetched.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_deleted_run_is_gone_and_a_held_one_is_not_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("old").expect("id");
+    drop(RunStore::create(&state, &record(&id)).expect("create"));
+    assert_eq!(state.list().expect("list"), vec![id.clone()]);
+    state.delete(&id).expect("delete");
+    assert!(state.list().expect("list").is_empty());
+    assert!(!dir.path().join("runs").join("old").exists());
+    // Deleting what is not there is not an error (a crash after the marker went).
+    state.delete(&id).expect("delete again");
+    let held = RunId::parse("held").expect("id");
+    let store = RunStore::create(&state, &record(&held)).expect("create");
+    assert!(matches!(state.delete(&held), Err(StoreError::Busy { .. })));
+    drop(store);
+    assert_eq!(state.list().expect("list"), vec![held]);
+}

@@ -1,0 +1,252 @@
+//! The daemon on an every-2-seconds schedule: it runs slot after slot,
+//! Forbid skips a slot while the previous run goes, SIGTERM records the
+//! running patrol as interrupted, and after kill -9 a restart resumes the
+//! run it was driving and runs no slot twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{patrols, slots, start_daemon, terminate, wait_for, write_patrol};
+use crate::util::Reap;
+
+const EVERY_2S: &str = "\"*/2 * * * * *\"";
+
+kptest!(an_every_two_seconds_schedule_runs_slot_after_slot, |dir| {
+    dir.write(
+        "tick.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: tick}\nspec:\n  params:\n    - {name: MSG, default: unset}\n  steps:\n    - id: say\n      phase: patrol\n      command: [sh, -c, \"echo $KPILOT_RUN_ID {{params.MSG}} >> ticks.log\"]\n",
+    );
+    write_patrol(
+        &dir,
+        "ticks",
+        &format!("    - {{name: tick, cron: {EVERY_2S}, workflow: tick.yaml, params: {{MSG: hello}}, history: 2}}\n"),
+        "",
+    );
+    let daemon = start_daemon(&dir, 1, &[]);
+    let _reap = Reap(daemon.id() as i32);
+    let passed = |dir: &crate::util::Dir| {
+        slots(dir, "tick")
+            .iter()
+            .filter(|s| s["state"] == "passed")
+            .count()
+    };
+    // History 2: the slots kept are the last two runs', so count the runs
+    // in the log the steps write.
+    let ran = |dir: &crate::util::Dir| dir.read("ticks.log").lines().count();
+    wait_for("4 slots ran", Duration::from_secs(90), || {
+        ran(&dir) >= 4 && passed(&dir) >= 2
+    });
+    assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-1.err"));
+
+    let slots = slots(&dir, "tick");
+    let runs: Vec<String> = slots
+        .iter()
+        .filter(|s| s["state"] == "passed")
+        .map(|s| s["run"].as_str().expect("run id").to_owned())
+        .collect();
+    let with_runs = slots.iter().filter(|s| s["run"].is_string()).count();
+    assert_eq!(with_runs, 2, "history 2 keeps two runs: {slots:#?}");
+    // The older runs were deleted from the state directory.
+    let listed = dir.kp(&["runs"]).expect(0).stdout;
+    let kept: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.starts_with("ticks-tick-"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{listed}");
+    assert!(ran(&dir) > kept.len(), "more ran than were kept");
+    for run in &runs {
+        assert!(listed.contains(run.as_str()), "{listed}");
+    }
+    // Each slot ran once, as its own run, with the schedule's params.
+    let lines: Vec<String> = dir.read("ticks.log").lines().map(str::to_owned).collect();
+    for run in &runs {
+        let n = lines
+            .iter()
+            .filter(|l| **l == format!("{run} hello"))
+            .count();
+        assert_eq!(n, 1, "run {run} in ticks.log: {lines:#?}");
+    }
+    let mut seen: Vec<&Value> = slots.iter().map(|s| &s["slot"]).collect();
+    seen.dedup();
+    assert_eq!(seen.len(), slots.len(), "a slot listed twice: {slots:#?}");
+    // Slots two seconds apart, each run id naming its slot.
+    for s in &slots {
+        if let Some(run) = s["run"].as_str() {
+            assert!(run.starts_with("ticks-tick-"), "{run}");
+        }
+    }
+    let status = patrols(&dir);
+    assert_eq!(status[0]["running"], false, "{status:#}");
+    assert!(
+        status[0]["schedules"][0]["nextSlot"].is_string(),
+        "{status:#}"
+    );
+    let table = dir.kp(&["patrols"]).expect(0);
+    assert!(
+        table.stdout.contains("ticks") && table.stdout.contains("passed"),
+        "{}",
+        table.stdout
+    );
+});
+
+use serde_json::Value;
+
+kptest!(forbid_skips_a_slot_while_the_previous_run_goes, |dir| {
+    dir.write(
+        "slow.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: slow}\nspec:\n  steps:\n    - id: wait\n      phase: patrol\n      command: [sh, -c, \"echo $KPILOT_RUN_ID >> started.log; sleep 5\"]\n",
+    );
+    write_patrol(
+        &dir,
+        "slow",
+        &format!("    - {{name: slow, cron: {EVERY_2S}, workflow: slow.yaml, concurrencyPolicy: Forbid}}\n"),
+        "",
+    );
+    let daemon = start_daemon(&dir, 1, &[]);
+    let _reap = Reap(daemon.id() as i32);
+    wait_for("a slot skipped", Duration::from_secs(60), || {
+        slots(&dir, "slow").iter().any(|s| s["state"] == "skipped")
+    });
+    // The run still goes: SIGTERM records it as interrupted.
+    assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-1.err"));
+    let slots = slots(&dir, "slow");
+    let skipped = slots
+        .iter()
+        .find(|s| s["state"] == "skipped")
+        .expect("skipped");
+    assert!(skipped["run"].is_null(), "{skipped:#}");
+    let running = slots[0]["run"].as_str().expect("the first slot's run");
+    assert!(
+        skipped["reason"].as_str().unwrap_or("").contains(running),
+        "the skipped slot names the run that went on: {slots:#?}"
+    );
+    // Never two runs at once: each started run began after the one before ended.
+    let started: Vec<String> = dir.read("started.log").lines().map(str::to_owned).collect();
+    let with_runs: Vec<&Value> = slots.iter().filter(|s| s["run"].is_string()).collect();
+    assert_eq!(started.len(), with_runs.len(), "{started:#?} {slots:#?}");
+    let last = with_runs.last().expect("a run");
+    assert_eq!(last["state"], "interrupted", "SIGTERM mid-run: {slots:#?}");
+    assert!(
+        dir.read("daemon-1.err").contains("stopped by SIGTERM"),
+        "{}",
+        dir.read("daemon-1.err")
+    );
+});
+
+kptest!(
+    kill_9_mid_run_then_a_restart_resumes_it_and_runs_no_slot_twice,
+    |dir| {
+        // `a` is not idempotent: were the interrupted run started again rather
+        // than resumed, it would run twice for the same run id.
+        dir.write(
+        "two.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: two}\nspec:\n  steps:\n    - id: a\n      phase: patrol\n      command: [sh, -c, \"echo $KPILOT_RUN_ID a >> steps.log\"]\n    - id: b\n      phase: patrol\n      needs: [a]\n      idempotent: true\n      command: [sh, -c, \"echo $KPILOT_RUN_ID b >> steps.log; sleep 3; echo $KPILOT_RUN_ID b-done >> steps.log\"]\n",
+    );
+        write_patrol(
+            &dir,
+            "crash",
+            &format!(
+                "    - {{name: two, cron: {EVERY_2S}, workflow: two.yaml, startingDeadline: 1s}}\n"
+            ),
+            "",
+        );
+        let daemon = start_daemon(&dir, 1, &[]);
+        let reap = Reap(daemon.id() as i32);
+        wait_for("step b started", Duration::from_secs(60), || {
+            dir.read("steps.log").lines().any(|l| l.ends_with(" b"))
+        });
+        let victim = dir
+            .read("steps.log")
+            .lines()
+            .find(|l| l.ends_with(" b"))
+            .and_then(|l| l.split(' ').next())
+            .expect("run id")
+            .to_owned();
+        crate::util::kill_9_and_wait_for_guardians(daemon);
+        drop(reap);
+        let claimed = slots(&dir, "two");
+        assert_eq!(
+            claimed.last().map(|s| s["state"].clone()),
+            Some("running".into()),
+            "the killed daemon's slot stays claimed: {claimed:#?}"
+        );
+
+        let daemon = start_daemon(&dir, 2, &[]);
+        let _reap = Reap(daemon.id() as i32);
+        wait_for(
+            "the interrupted run resumed and passed",
+            Duration::from_secs(60),
+            || {
+                slots(&dir, "two")
+                    .iter()
+                    .any(|s| s["run"] == victim.as_str() && s["state"] == "passed")
+            },
+        );
+        wait_for("a later slot passed", Duration::from_secs(60), || {
+            slots(&dir, "two")
+                .iter()
+                .any(|s| s["run"] != victim.as_str() && s["state"] == "passed")
+        });
+        assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-2.err"));
+        assert!(
+            dir.read("daemon-2.err")
+                .contains("resuming the run of a slot claimed"),
+            "{}",
+            dir.read("daemon-2.err")
+        );
+        let log = dir.read("steps.log");
+        let mut a_per_run: BTreeMap<&str, usize> = BTreeMap::new();
+        for line in log.lines().filter(|l| l.ends_with(" a")) {
+            *a_per_run
+                .entry(line.split(' ').next().unwrap_or(""))
+                .or_default() += 1;
+        }
+        // No slot ran twice: each run's first step ran once, the victim's too.
+        assert!(a_per_run.values().all(|n| *n == 1), "{log}");
+        assert_eq!(a_per_run.get(victim.as_str()), Some(&1), "{log}");
+        assert!(log.contains(&format!("{victim} b-done")), "{log}");
+        let slots = slots(&dir, "two");
+        let mut runs: Vec<&str> = slots.iter().filter_map(|s| s["run"].as_str()).collect();
+        let n = runs.len();
+        runs.sort();
+        runs.dedup();
+        assert_eq!(runs.len(), n, "a run id on two slots: {slots:#?}");
+        // The run kept its id and is whole in the run store.
+        let status = dir.status(&victim);
+        assert_eq!(status["state"], "succeeded", "{status:#}");
+    }
+);
+
+kptest!(replace_stops_the_running_patrol_for_the_new_slot, |dir| {
+    dir.write(
+        "slow.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: slow}\nspec:\n  steps:\n    - id: wait\n      phase: patrol\n      command: [sh, -c, \"echo $KPILOT_RUN_ID >> started.log; sleep 30\"]\n",
+    );
+    write_patrol(
+        &dir,
+        "swap",
+        &format!("    - {{name: slow, cron: {EVERY_2S}, workflow: slow.yaml, concurrencyPolicy: Replace}}\n"),
+        "",
+    );
+    let daemon = start_daemon(&dir, 1, &[]);
+    let _reap = Reap(daemon.id() as i32);
+    wait_for(
+        "a run replaced and a later one started",
+        Duration::from_secs(60),
+        || {
+            let slots = slots(&dir, "slow");
+            let replaced = slots.iter().position(|s| s["state"] == "replaced");
+            replaced.is_some_and(|i| slots[i + 1..].iter().any(|s| s["run"].is_string()))
+        },
+    );
+    assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-1.err"));
+    let slots = slots(&dir, "slow");
+    let replaced = slots
+        .iter()
+        .find(|s| s["state"] == "replaced")
+        .expect("replaced");
+    let run = replaced["run"].as_str().expect("its run");
+    // The replaced run is ended for good, not left running.
+    assert_eq!(dir.status(run)["state"], "aborted", "{slots:#?}");
+    assert!(!slots.iter().any(|s| s["state"] == "skipped"), "{slots:#?}");
+});
