@@ -529,8 +529,8 @@ impl<L: Launcher + 'static> Daemon<L> {
         let report = match self.report_of(&run) {
             Ok(r) => r,
             Err(e) => {
-                // A workflow patrol has a report once every run has one
-                // (report/src/model.rs); until then it is not compared.
+                // Every run has a report; one that cannot be read (a
+                // damaged store) must not stop the daemon.
                 tracing::warn!(schedule = %s.name, run = %run, error = %e, "the patrol's run has no report: it is not compared and nothing is notified");
                 return Ok(());
             }

@@ -192,14 +192,20 @@ pub async fn serve(
 /// patrol, then the daemon's.
 pub fn exposition(patrol: &str, shared: &crate::daemon::Shared) -> String {
     let mut body = String::new();
-    // REPORT FAMILIES CALL SITE: once helper A's
-    // `kpilot_report::render::prometheus::render(&[(labels, &Report)])` is on
-    // main, the lead replaces this comment with:
-    //   let reports: Vec<(Vec<(String, String)>, &kpilot_report::Report)> = shared.reports.iter()
-    //       .map(|(s, r)| (vec![("patrol".into(), patrol.to_owned()), ("schedule".into(), s.clone())], r))
-    //       .collect();
-    //   body.push_str(&kpilot_report::render::prometheus::render(&reports));
-    let _ = &shared.reports;
+    let reports: Vec<(Vec<(String, String)>, &kpilot_report::Report)> = shared
+        .reports
+        .iter()
+        .map(|(schedule, report)| {
+            (
+                vec![
+                    ("patrol".to_owned(), patrol.to_owned()),
+                    ("schedule".to_owned(), schedule.clone()),
+                ],
+                report,
+            )
+        })
+        .collect();
+    body.push_str(&kpilot_report::render::prometheus::render(&reports));
     body.push_str(&render(patrol, &shared.schedules));
     body
 }

@@ -123,3 +123,41 @@ kptest!(
         assert_eq!(got[1]["previousRun"], got[0]["run"]);
     }
 );
+
+kptest!(the_shipped_patrol_runs_once_on_the_test_cluster, |dir| {
+    // workflows/patrol/patrol.yaml (the one deploy/patrol ships in its
+    // ConfigMap): valid, and its Report patrols the whole shared cluster.
+    let file = crate::cluster::root().join("workflows/patrol/patrol.yaml");
+    let kubeconfig = kubeconfig().display().to_string();
+    let ran = kp(
+        &dir,
+        &[
+            "patrol",
+            &file.display().to_string(),
+            "--once",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    // Other tests' objects may be abnormal (exit 1); the file is valid and
+    // every check ran (not 2, not 3, not 4).
+    assert!(
+        ran.code == 0 || ran.code == 1,
+        "exit {}\n{}",
+        ran.code,
+        ran.stderr
+    );
+    let all = super::patrols(&dir);
+    let schedule = &all[0]["schedules"][0];
+    assert!(schedule["lastOutcome"].is_string(), "{all}");
+    let run = schedule["slots"][0]["run"]
+        .as_str()
+        .expect("the slot's run");
+    let report = dir.kp(&["report", run, "-o", "json"]);
+    let report: Value = serde_json::from_str(&report.stdout).expect("report JSON");
+    assert_eq!(report["scenario"], "patrol", "{report}");
+    assert!(
+        report["checks"].as_array().is_some_and(|c| c.len() > 10),
+        "{report}"
+    );
+});

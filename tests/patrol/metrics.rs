@@ -106,6 +106,19 @@ kptest!(metrics_are_served_in_the_prometheus_text_format, |dir| {
     assert_eq!(find("kpilot_patrol_slots_skipped_total", None), 0.0);
     assert_eq!(find("kpilot_patrol_slots_missed_total", None), 0.0);
     assert_eq!(find("kpilot_notifier_failures_total", None), 0.0);
+    // The report families of the schedule's last patrol (a workflow's step is
+    // a check of its own, in its phase's category).
+    assert_eq!(find("kpilot_check_failed", Some(("check", "say"))), 0.0);
+    assert_eq!(find("kpilot_check_error", Some(("check", "say"))), 0.0);
+    assert_eq!(
+        find("kpilot_check_failing_items", Some(("check", "say"))),
+        0.0
+    );
+    assert_eq!(
+        find("kpilot_report_checks", Some(("outcome", "passed"))),
+        1.0
+    );
+    assert!(find("kpilot_report_timestamp_seconds", None) > 1.7e9);
     let histogram = samples
         .iter()
         .find(|s| s["family"] == "kpilot_patrol_duration_seconds")
