@@ -250,3 +250,84 @@ kptest!(replace_stops_the_running_patrol_for_the_new_slot, |dir| {
     assert_eq!(dir.status(run)["state"], "aborted", "{slots:#?}");
     assert!(!slots.iter().any(|s| s["state"] == "skipped"), "{slots:#?}");
 });
+
+/// An HTTP endpoint on loopback that answers its first `failures` requests
+/// with 500 and the rest with 200, and hands over every request's body.
+fn webhook(failures: usize) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = if n < failures {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+kptest!(
+    a_webhook_that_fails_once_is_retried_and_gets_the_new_finding,
+    |dir| {
+        dir.write(
+        "probe.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: probe}\nspec:\n  steps:\n    - {id: disk-ok, phase: patrol, command: [test, -f, fixed]}\n",
+    );
+        let (url, bodies) = webhook(1);
+        write_patrol(
+            &dir,
+            "hooked",
+            "    - {name: probe, cron: \"*/2 * * * * *\", workflow: probe.yaml}\n",
+            &format!("  notify: {{webhook: \"{url}\", retries: 2}}\n"),
+        );
+        let ran = dir.kp(&["patrol", "patrol.yaml", "--once"]);
+        assert_eq!(ran.code, 1, "the step fails: {}", ran.stderr);
+        let first = bodies
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a POST");
+        let second = bodies
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the POST again, after the 500");
+        assert_eq!(first, second, "the same notification, retried");
+        let note: Value = serde_json::from_str(&second).expect("the notification is JSON");
+        assert_eq!(note["patrol"], "hooked");
+        assert_eq!(note["new"][0]["check"], "disk-ok", "{note:#}");
+        assert!(!ran.stderr.contains("notifier failed"), "{}", ran.stderr);
+
+        // Fixed: the next patrol resolves it, and says so.
+        dir.write("fixed", "");
+        dir.kp(&["patrol", "patrol.yaml", "--once"]).expect(0);
+        let third = bodies
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a POST");
+        let note: Value = serde_json::from_str(&third).expect("JSON");
+        assert_eq!(note["resolved"][0]["check"], "disk-ok", "{note:#}");
+        assert!(
+            note["new"].as_array().is_some_and(Vec::is_empty),
+            "{note:#}"
+        );
+    }
+);
