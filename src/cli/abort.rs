@@ -3,8 +3,8 @@
 //! steps left in the cluster.
 
 use clap::Args;
-use kpilot_engine::state::{EventKind, RunState};
-use kpilot_engine::store::{Change, RunStore};
+use kpilot_engine::state::RunState;
+use kpilot_engine::store::RunStore;
 use kpilot_engine::RunId;
 use kpilot_tasks::actions::{safety, ActionError};
 
@@ -31,7 +31,7 @@ pub async fn abort(args: AbortArgs, state: &StateArgs) -> anyhow::Result<Exit> {
     // Opened as its driver: a run another process drives is refused (Busy,
     // exit 2, saying to stop that process first).
     let mut store = RunStore::open(&state_dir, &id)?;
-    let mut record = store.run()?;
+    let record = store.run()?;
     match record.state {
         RunState::Aborted => eprintln!("kpilot: run {id} was aborted already"),
         RunState::Succeeded if !args.restore => {
@@ -42,22 +42,7 @@ pub async fn abort(args: AbortArgs, state: &StateArgs) -> anyhow::Result<Exit> {
         }
         RunState::Succeeded => {}
         RunState::Running | RunState::Failed | RunState::Blocked => {
-            record.state = RunState::Aborted;
-            record.updated_at = chrono::Utc::now();
-            store.commit(Change {
-                run: Some(record),
-                events: vec![
-                    EventKind::Aborted {
-                        by: user_name(),
-                        reason: args.reason.clone(),
-                    },
-                    EventKind::RunEnded {
-                        state: RunState::Aborted,
-                    },
-                ],
-                ..Change::default()
-            })?;
-            store.write_snapshot()?;
+            store.abort(user_name(), args.reason.clone())?;
             eprintln!("kpilot: run {id} aborted; it cannot be resumed");
         }
     }

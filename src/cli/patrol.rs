@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 use kpilot_engine::scheduler::{Decisions, RunOutcome};
-use kpilot_engine::state::{EventKind, RunState};
-use kpilot_engine::store::{Change, RunStore};
+use kpilot_engine::state::RunState;
+use kpilot_engine::store::RunStore;
 use kpilot_engine::RunId;
 use kpilot_schedule::daemon::{self, Daemon, Ended, Launcher, RunEnd};
 use kpilot_schedule::{Patrol, Schedule, SlotState, Target};
@@ -220,23 +220,10 @@ impl Launcher for Cli {
                 }
                 Err(e) => return Err(e),
             };
-            let mut record = store.run()?;
-            record.state = RunState::Aborted;
-            record.updated_at = chrono::Utc::now();
-            store.commit(Change {
-                run: Some(record),
-                events: vec![
-                    EventKind::Aborted {
-                        by: "kpilot patrol".into(),
-                        reason: Some("concurrencyPolicy Replace: a later slot replaced it".into()),
-                    },
-                    EventKind::RunEnded {
-                        state: RunState::Aborted,
-                    },
-                ],
-                ..Change::default()
-            })?;
-            store.write_snapshot()?;
+            store.abort(
+                "kpilot patrol".into(),
+                Some("concurrencyPolicy Replace: a later slot replaced it".into()),
+            )?;
             Ok(())
         })();
         if let Err(e) = result {

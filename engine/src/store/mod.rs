@@ -622,6 +622,26 @@ impl RunStore {
         })
     }
 
+    /// Ends the run for good (`kpilot abort`, a patrol slot replaced): it is
+    /// recorded as aborted, by whom and why, and can no longer be resumed.
+    pub fn abort(&mut self, by: String, reason: Option<String>) -> Result<()> {
+        let mut record = self.run()?;
+        record.state = crate::state::RunState::Aborted;
+        record.updated_at = chrono::Utc::now();
+        self.commit(Change {
+            run: Some(record),
+            events: vec![
+                crate::state::EventKind::Aborted { by, reason },
+                crate::state::EventKind::RunEnded {
+                    state: crate::state::RunState::Aborted,
+                },
+            ],
+            ..Change::default()
+        })?;
+        self.write_snapshot()?;
+        Ok(())
+    }
+
     /// Writes the current run and steps as `snapshot.json`, replacing the last
     /// one, and returns them.
     pub fn write_snapshot(&self) -> Result<Snapshot> {
