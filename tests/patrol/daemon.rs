@@ -331,3 +331,54 @@ kptest!(
         );
     }
 );
+
+kptest!(
+    slots_passed_while_no_daemon_ran_are_recorded_as_missed,
+    |dir| {
+        dir.write(
+        "tick.yaml",
+        "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {name: tick}\nspec:\n  steps:\n    - {id: say, phase: patrol, command: [\"true\"]}\n",
+    );
+        write_patrol(
+        &dir,
+        "gaps",
+        &format!("    - {{name: tick, cron: {EVERY_2S}, workflow: tick.yaml, startingDeadline: 1s}}\n"),
+        "",
+    );
+        let passed = |dir: &crate::util::Dir| {
+            slots(dir, "tick")
+                .iter()
+                .filter(|s| s["state"] == "passed")
+                .count()
+        };
+        let daemon = start_daemon(&dir, 1, &[]);
+        let reap = Reap(daemon.id() as i32);
+        wait_for("a slot ran", Duration::from_secs(60), || passed(&dir) >= 1);
+        assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-1.err"));
+        drop(reap);
+        // Three slots or more pass with no daemon.
+        std::thread::sleep(Duration::from_secs(7));
+        let before = passed(&dir);
+        let daemon = start_daemon(&dir, 2, &[]);
+        let _reap = Reap(daemon.id() as i32);
+        wait_for(
+            "a slot ran after the restart",
+            Duration::from_secs(60),
+            || passed(&dir) > before,
+        );
+        assert_eq!(terminate(daemon), 0, "{}", dir.read("daemon-2.err"));
+        let slots = slots(&dir, "tick");
+        let missed = slots.iter().filter(|s| s["state"] == "missed").count();
+        assert!(
+            missed >= 2,
+            "the slots of the gap are missed, not run late: {slots:#?}"
+        );
+        assert!(
+            slots
+                .iter()
+                .filter(|s| s["state"] == "missed")
+                .all(|s| s["run"].is_null()),
+            "a missed slot has no run: {slots:#?}"
+        );
+    }
+);
