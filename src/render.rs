@@ -77,9 +77,17 @@ impl RunView {
         let mut rows = Vec::new();
         match plan {
             Some(plan) => {
+                // The records by step, in one pass: a run of 100,000 steps must
+                // not be searched once per step.
+                let mut by_step: std::collections::HashMap<
+                    &kpilot_engine::StepId,
+                    Vec<&(kpilot_engine::StepId, InstanceId, StepRecord)>,
+                > = std::collections::HashMap::with_capacity(plan.steps.len());
+                for entry in &steps {
+                    by_step.entry(&entry.0).or_default().push(entry);
+                }
                 for step in &plan.steps {
-                    let mine: Vec<&(kpilot_engine::StepId, InstanceId, StepRecord)> =
-                        steps.iter().filter(|(sid, _, _)| sid == &step.id).collect();
+                    let mine = by_step.remove(&step.id).unwrap_or_default();
                     let whole = mine
                         .iter()
                         .find(|(_, i, _)| i == &InstanceId::global())
