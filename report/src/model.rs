@@ -803,19 +803,24 @@ spec:
         }
     }
 
-    fn report() -> Report {
-        let run = RunRecord {
-            id: RunId::parse("inspect-patrol-1").expect("id"),
-            workflow: "inspect-patrol".into(),
+    /// A failed run `id` of `workflow`, whose kept source is `source`.
+    fn failed_run(id: &str, workflow: &str, source: &str) -> RunRecord {
+        RunRecord {
+            id: RunId::parse(id).expect("id"),
+            workflow: workflow.into(),
             file: "x".into(),
-            source: WORKFLOW.into(),
+            source: source.into(),
             params: Default::default(),
             workdir: "/".into(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
             state: RunState::Failed,
             approvals: Default::default(),
-        };
+        }
+    }
+
+    fn report() -> Report {
+        let run = failed_run("inspect-patrol-1", "inspect-patrol", WORKFLOW);
         let step = |s: &str| StepId::parse(s).expect("step");
         let long = "x".repeat(150);
         let steps = vec![
@@ -983,18 +988,7 @@ spec:
         steps:
           - {id: cordon, cordon: {}}
 "#;
-        let run = RunRecord {
-            id: RunId::parse("w-1").expect("id"),
-            workflow: "w".into(),
-            file: "x".into(),
-            source: source.into(),
-            params: Default::default(),
-            workdir: "/".into(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            state: RunState::Failed,
-            approvals: Default::default(),
-        };
+        let run = failed_run("w-1", "w", source);
         let step = |s: &str| StepId::parse(s).expect("step");
         let rec = |state, reason: Option<&str>, skip| StepRecord {
             state,

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::node_actions::{
-    audit_log, get, kwok_node, namespace, printed_command, run_printed, wait_until,
+use super::{
+    audit_log, get, kubeconfig, kubectl, kwok_node, namespace, printed_command, printed_line,
+    run_printed, step_output, unique, wait_until, Created,
 };
-use super::{kubeconfig, kubectl, step_output, unique, Created};
 use crate::util::Dir;
 
 /// The annotations that make KWOK end a pod with `code` after `delay`,
@@ -98,17 +98,6 @@ fn run_and_kill_9(dir: &Dir, wf: &str, run: &str, ns: &str) {
             .any(|p| p["status"]["phase"] == "Running")
     });
     crate::util::kill_9_and_wait_for_guardians(child);
-}
-
-/// The command kpilot printed on a line of its own, starting with `prefix`.
-fn printed_line(text: &str, prefix: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}…` printed in:\n{text}"))
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
 }
 
 /// A namespace and a KWOK node for a test, labelled `kpilot-test=label`.

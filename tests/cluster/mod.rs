@@ -279,3 +279,76 @@ pub fn step_output(dir: &Dir, run: &str, step: &str) -> serde_json::Value {
         .map(|s| s["output"].clone())
         .unwrap_or_else(|| panic!("no step {step}"))
 }
+
+/// Polls `what` until it holds; fails the test after 90 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !cond() {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not within 90s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `kubectl ARGS -o json`, parsed.
+pub fn get(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl(&all, None)).expect("kubectl JSON")
+}
+
+/// A KWOK node labelled `kpilot-test=label`, Ready.
+pub fn kwok_node(created: &mut Created, name: &str, label: &str) {
+    created.create(node(name, label, "v1.34.4", None));
+    wait_ready(name);
+}
+
+pub fn namespace(created: &mut Created, name: &str) {
+    created.create(
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    );
+}
+
+/// The API server's audit log (evictions, Jobs and Pods created: see
+/// `scripts/test-cluster`).
+pub fn audit_log() -> std::path::PathBuf {
+    let path = kubeconfig()
+        .parent()
+        .expect("kubeconfig dir")
+        .join("logs/audit.log");
+    assert!(
+        path.exists(),
+        "{} is missing: the test cluster was started without its audit log; restart it with scripts/test-cluster",
+        path.display()
+    );
+    path
+}
+
+/// The first command between backticks in `text` that starts with `prefix`.
+pub fn printed_command(text: &str, prefix: &str) -> Vec<String> {
+    let line = text
+        .split('`')
+        .find(|s| s.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}…` printed in:\n{text}"));
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Runs a command kpilot printed, exactly, against the test cluster.
+pub fn run_printed(dir: &Dir, command: &[String]) -> crate::util::Ran {
+    assert_eq!(command[0], "kpilot", "{command:?}");
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    kp(dir, &args)
+}
+
+/// The command kpilot printed on a line of its own, starting with `prefix`.
+fn printed_line(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}…` printed in:\n{text}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}

@@ -12,26 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{kp, kubeconfig, kubectl, node, step_output, unique, wait_ready, Created};
+use super::{
+    audit_log, get, kp, kubeconfig, kubectl, kwok_node, namespace, node, printed_command,
+    run_printed, step_output, unique, wait_ready, wait_until, Created,
+};
 use crate::util::{step_field, Dir};
-
-/// Polls `what` until it holds; fails the test after a minute.
-pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !cond() {
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "not within 90s: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-pub(super) fn get(args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&kubectl(&all, None)).expect("kubectl JSON")
-}
 
 fn node_json(name: &str) -> Value {
     get(&["get", "node", name])
@@ -45,16 +30,6 @@ fn cordoned_by(name: &str) -> Option<String> {
     node_json(name)["metadata"]["annotations"]["kpilot.io/cordoned-by"]
         .as_str()
         .map(str::to_owned)
-}
-
-/// A KWOK node labelled `kpilot-test=label`, Ready.
-pub(super) fn kwok_node(created: &mut Created, name: &str, label: &str) {
-    created.create(node(name, label, "v1.34.4", None));
-    wait_ready(name);
-}
-
-pub(super) fn namespace(created: &mut Created, name: &str) {
-    created.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
 }
 
 /// A Deployment of `replicas` pods labelled `app=name` on the nodes
@@ -137,20 +112,6 @@ fn wait_running(node: &str, count: usize) -> BTreeMap<String, (String, String)> 
     pods
 }
 
-/// The API server's audit log of evictions.
-pub(super) fn audit_log() -> std::path::PathBuf {
-    let path = kubeconfig()
-        .parent()
-        .expect("kubeconfig dir")
-        .join("logs/audit.log");
-    assert!(
-        path.exists(),
-        "{} is missing: the test cluster was started without its audit log; restart it with scripts/test-cluster",
-        path.display()
-    );
-    path
-}
-
 /// Evictions in namespace `ns` the audit log recorded, by pod name, as
 /// (accepted, refused with 429).
 fn evictions(ns: &str) -> BTreeMap<String, (u32, u32)> {
@@ -184,22 +145,6 @@ fn strings(v: &Value) -> Vec<String> {
         .collect();
     out.sort();
     out
-}
-
-/// The first command between backticks in `text` that starts with `prefix`.
-pub(super) fn printed_command(text: &str, prefix: &str) -> Vec<String> {
-    let line = text
-        .split('`')
-        .find(|s| s.starts_with(prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}…` printed in:\n{text}"));
-    line.split_whitespace().map(str::to_owned).collect()
-}
-
-/// Runs a command kpilot printed, exactly, against the test cluster.
-pub(super) fn run_printed(dir: &Dir, command: &[String]) -> crate::util::Ran {
-    assert_eq!(command[0], "kpilot", "{command:?}");
-    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
-    kp(dir, &args)
 }
 
 kptest!(cordon_and_uncordon_undo_only_the_runs_own_cordon, |dir| {

@@ -716,22 +716,14 @@ async fn ledger_remove(ctx: &TaskContext, key: &str) {
     }
 }
 
-/// How long the attempt may wait for its verdict: a moment less than the
-/// step's time limit, so that it can delete its object and say what it saw
-/// before the engine cuts it off.
-fn budget(limit: Option<Duration>) -> Duration {
-    match limit {
-        Some(limit) => limit.saturating_sub((limit / 10).min(Duration::from_secs(5))),
-        None => DEFAULT_DEADLINE,
-    }
-}
-
 #[async_trait]
 impl Task for ImageStep {
     async fn run(&self, ctx: &TaskContext) -> TaskOutput {
         let started = Instant::now();
         let limit = kpilot_engine::task::time_limit();
-        let deadline = started + budget(limit);
+        // A moment before the step's limit: time to delete the object and
+        // say what it saw.
+        let deadline = started + super::wait_budget(limit, DEFAULT_DEADLINE);
         let client = match self.cluster.client().await {
             Ok(c) => c,
             Err(e) => return TaskOutput::failed(format!("cannot reach the cluster: {e}")),

@@ -10,6 +10,8 @@ pub mod snapshot;
 pub mod trace;
 pub mod wait;
 
+use std::time::Duration;
+
 use kpilot_engine::TaskContext;
 
 use crate::params::env_name;
@@ -50,4 +52,15 @@ pub(crate) fn body_mapping<'a>(
         }
     }
     Ok(map)
+}
+
+/// How long a task that waits on the cluster may wait: its step's time limit
+/// (`timeout`) less a moment (a tenth, at most 5 s), so that it ends itself
+/// with what it waited for, and undoes what it must, before the engine cuts
+/// it off; `default` when the step has no limit.
+pub(crate) fn wait_budget(limit: Option<Duration>, default: Duration) -> Duration {
+    match limit {
+        Some(limit) => limit.saturating_sub((limit / 10).min(Duration::from_secs(5))),
+        None => default,
+    }
 }

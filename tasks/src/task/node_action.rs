@@ -237,10 +237,7 @@ impl Task for NodeAction {
 /// How long a drain may take: its step's `timeout` less a moment, to end
 /// with what blocked it before the engine cuts it off; else the default.
 fn drain_budget(limit: Option<Duration>) -> Duration {
-    match limit {
-        Some(limit) => limit.saturating_sub((limit / 10).min(Duration::from_secs(5))),
-        None => DRAIN_DEFAULT_DEADLINE,
-    }
+    super::wait_budget(limit, DRAIN_DEFAULT_DEADLINE)
 }
 
 fn with_output(mut output: TaskOutput, value: serde_json::Value) -> TaskOutput {
