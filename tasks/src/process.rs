@@ -451,18 +451,42 @@ pub async fn execute(
 /// The program's path: as given when it names a file, else the first
 /// executable of that name on PATH; left to execvp when none is found, so
 /// that the error is the system's own.
+///
+/// A program found is remembered for the life of the process (kpilot never
+/// changes its PATH), so a run of 10,000 `true` steps searches PATH once, not
+/// with a `statx` per PATH entry per step. One that is gone since (removed,
+/// or moved by a step) is searched for again; one not found is not
+/// remembered, so a step may install it for a later step.
 fn resolve(program: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
+    static FOUND: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
+    > = std::sync::OnceLock::new();
     if program.contains('/') {
         return PathBuf::from(program);
     }
+    let found = FOUND.get_or_init(Default::default);
+    if let Some(known) = found.lock().ok().and_then(|m| m.get(program).cloned()) {
+        // One access(2) instead of a search: the file must still be there.
+        if nix::unistd::access(&known, nix::unistd::AccessFlags::X_OK).is_ok() {
+            return known;
+        }
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let hit = std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .unwrap_or_else(|| PathBuf::from(program))
+        });
+    match hit {
+        Some(p) => {
+            if let Ok(mut m) = found.lock() {
+                m.insert(program.to_owned(), p.clone());
+            }
+            p
+        }
+        None => PathBuf::from(program),
+    }
 }
 
 fn last_line(bytes: &[u8]) -> Option<String> {
