@@ -188,6 +188,11 @@ struct Scheduler<'o> {
     internal: Vec<String>,
     /// Something was committed since `snapshot.json` was last written.
     snapshot_dirty: bool,
+    /// How stale `snapshot.json` may get: [`SNAPSHOT_EVERY`], or more for a
+    /// run whose snapshot is slow to write.
+    snapshot_every: Duration,
+    /// The instance of a step that runs once, borrowed by the snapshot.
+    global: InstanceId,
     /// Steps a person asked to run again in this drive (`--retry`), by index.
     retried: Vec<bool>,
     /// What lost attempts of steps that are not idempotent left outside
@@ -290,6 +295,8 @@ impl<'o> Scheduler<'o> {
             member_ready: VecDeque::new(),
             internal: Vec::new(),
             snapshot_dirty: false,
+            snapshot_every: SNAPSHOT_EVERY,
+            global: InstanceId::global(),
             retried: Vec::new(),
             left_behind: std::collections::HashMap::new(),
         };
@@ -350,9 +357,10 @@ impl<'o> Scheduler<'o> {
             }
             // A reader sees the run at most a second old, even while one
             // long step runs and nothing else is committed.
-            let snapshot_due = self
-                .snapshot_dirty
-                .then(|| SNAPSHOT_EVERY.saturating_sub(self.last_snapshot.elapsed()));
+            let snapshot_due = self.snapshot_dirty.then(|| {
+                self.snapshot_every
+                    .saturating_sub(self.last_snapshot.elapsed())
+            });
             tokio::select! {
                 _ = tokio::time::sleep(snapshot_due.unwrap_or_default()), if snapshot_due.is_some() => {
                     self.write_snapshot()?;
@@ -766,7 +774,15 @@ impl<'o> Scheduler<'o> {
         self.change.run = Some(self.run.clone());
         self.change.events.push(EventKind::RunEnded { state });
         self.commit()?;
-        let snapshot = self.store.write_snapshot()?;
+        self.write_snapshot()?;
+        let snapshot = Snapshot {
+            run: self.run.clone(),
+            steps: self
+                .snapshot_steps()
+                .into_iter()
+                .map(|(s, i, r)| (s.clone(), i.clone(), r.clone()))
+                .collect(),
+        };
         Ok(RunOutcome {
             state,
             stopped_by,
@@ -808,7 +824,7 @@ impl<'o> Scheduler<'o> {
         for event in &events {
             self.observer.event(&self.plan, event);
         }
-        if self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+        if self.last_snapshot.elapsed() >= self.snapshot_every {
             self.write_snapshot()?;
         } else {
             self.snapshot_dirty = true;
@@ -816,9 +832,32 @@ impl<'o> Scheduler<'o> {
         Ok(())
     }
 
+    /// Every step instance's record, in the plan's order, each step's nodes
+    /// after it.
+    fn snapshot_steps(&self) -> Vec<(&StepId, &InstanceId, &StepRecord)> {
+        let mut steps = Vec::with_capacity(self.records.len());
+        for (i, record) in self.records.iter().enumerate() {
+            let id = &self.plan.steps[i].id;
+            steps.push((id, &self.global, record));
+            if let Some(fan) = &self.fans[i] {
+                steps.extend(fan.nodes.iter().map(|n| (id, &n.instance, &n.record)));
+            }
+        }
+        steps
+    }
+
+    /// Writes `snapshot.json` from the records in memory, which are the
+    /// committed ones (it is called only when `change` is empty). Steps the
+    /// store has no record of yet are written as pending.
     fn write_snapshot(&mut self) -> Result<(), SchedulerError> {
-        self.store.write_snapshot()?;
+        let began = Instant::now();
+        self.store
+            .write_snapshot_of(&self.run, self.snapshot_steps())?;
         self.last_snapshot = Instant::now();
+        // A run so large that its snapshot takes a while to write writes it
+        // less often, so that writing it never costs more than a tenth of the
+        // drive.
+        self.snapshot_every = SNAPSHOT_EVERY.max(began.elapsed() * 10);
         self.snapshot_dirty = false;
         Ok(())
     }

@@ -155,3 +155,44 @@ fn a_deleted_run_is_gone_and_a_held_one_is_not_deleted() {
     drop(store);
     assert_eq!(state.list().expect("list"), vec![held]);
 }
+
+#[test]
+fn a_change_larger_than_one_transaction_is_applied_whole_and_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("big").expect("id");
+    let n = COMMIT_CHUNK * 2 + 7;
+    let step = |i: usize| StepId::parse(&format!("s{i:05}")).expect("id");
+    {
+        let mut store = RunStore::create(&state, &record(&id)).expect("create");
+        let mut change = Change::default();
+        for i in 0..n {
+            let mut rec = StepRecord::pending();
+            rec.state = StepState::Running;
+            change
+                .steps
+                .push((step(i), InstanceId::global(), rec.clone()));
+            // The same step twice in one change: the later record wins, even
+            // when the two fall in different transactions.
+            rec.state = StepState::Succeeded;
+            change.steps.push((step(i), InstanceId::global(), rec));
+            change.events.push(EventKind::Retried { step: step(i) });
+        }
+        let mut ended = record(&id);
+        ended.state = RunState::Succeeded;
+        change.run = Some(ended);
+        store.commit(change).expect("commit");
+    }
+    let store = RunStore::open(&state, &id).expect("open");
+    let steps = store.steps().expect("steps");
+    assert_eq!(steps.len(), n);
+    assert!(steps
+        .iter()
+        .all(|(_, _, r)| r.state == StepState::Succeeded));
+    let journal = store.journal().expect("journal");
+    // RunCreated, then the change's events with consecutive numbers.
+    assert_eq!(journal.len(), n + 1);
+    assert!(journal.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert!(matches!(&journal[n].kind, EventKind::Retried { step: s } if *s == step(n - 1)));
+    assert_eq!(store.run().expect("run").state, RunState::Succeeded);
+}
