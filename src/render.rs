@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use kpilot_engine::scheduler::RunOutcome;
 use kpilot_engine::state::{RunRecord, RunState, StepRecord, StepState};
-use kpilot_engine::store::{RunStore, Snapshot, StateDir, StoreError};
+use kpilot_engine::store::{Outline, RunStore, Snapshot, StateDir, StoreError};
 use kpilot_engine::{InstanceId, RunId};
 
 /// One row of a run's status.
@@ -15,6 +15,51 @@ pub struct Row {
     pub body: String,
     pub instance: InstanceId,
     pub record: StepRecord,
+}
+
+/// `status -o json`: the run's summary and its rows, serialized from the
+/// rows as they are (100,000 of them are not copied into a JSON tree first).
+#[derive(serde::Serialize)]
+pub struct StatusJson<'a> {
+    #[serde(flatten)]
+    run: serde_json::Value,
+    steps: Vec<StepJson<'a>>,
+}
+
+/// One row of `status -o json`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StepJson<'a> {
+    id: &'a str,
+    phase: &'a str,
+    body: &'a str,
+    instance: &'a InstanceId,
+    state: StepState,
+    attempts: u32,
+    started_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    reason: &'a Option<String>,
+    exit_code: Option<i32>,
+    output: &'a Option<serde_json::Value>,
+}
+
+impl<'a> From<&'a Row> for StepJson<'a> {
+    fn from(row: &'a Row) -> Self {
+        let r = &row.record;
+        StepJson {
+            id: &row.id,
+            phase: &row.phase,
+            body: &row.body,
+            instance: &row.instance,
+            state: r.state,
+            attempts: r.attempts,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            reason: &r.reason,
+            exit_code: r.exit_code,
+            output: &r.output,
+        }
+    }
 }
 
 /// A run as `status` and `runs` show it.
@@ -45,7 +90,7 @@ fn load_with_cordoned(
 ) -> anyhow::Result<(Snapshot, Option<Option<u32>>, Vec<String>)> {
     match RunStore::open_to_read(state, id) {
         Ok(store) => Ok((
-            store.snapshot()?,
+            store.current_snapshot()?,
             None,
             kpilot_tasks::actions::safety::cordoned(&store.ledger()),
         )),
@@ -65,46 +110,78 @@ impl RunView {
     /// Reads a run; when another process holds it, reads its last snapshot.
     pub fn load(state: &StateDir, id: &RunId) -> anyhow::Result<Self> {
         let (snapshot, driven_by, cordoned) = load_with_cordoned(state, id)?;
-        let mut view = Self::new(snapshot, driven_by);
+        let mut view = Self::new(snapshot, state.outline(id), driven_by);
         view.cordoned = cordoned;
         Ok(view)
     }
 
-    /// A view of a snapshot; `driven_by` is set when another process holds the run.
-    pub fn new(snapshot: Snapshot, driven_by: Option<Option<u32>>) -> Self {
-        let Snapshot { run, steps } = snapshot;
-        let plan = crate::cli::replan(&run, &kpilot_tasks::registry()).ok();
+    /// A view of a snapshot, its rows in the order of `outline` (the run's
+    /// plan; re-planned from the stored workflow when the run kept none);
+    /// `driven_by` is set when another process holds the run.
+    pub fn new(
+        snapshot: Snapshot,
+        outline: Option<Outline>,
+        driven_by: Option<Option<u32>>,
+    ) -> Self {
+        let Snapshot { run, steps, .. } = snapshot;
+        let outline = outline.or_else(|| {
+            crate::cli::replan(&run, &kpilot_tasks::registry())
+                .ok()
+                .map(|plan| plan.outline())
+        });
         let mut rows = Vec::new();
-        match plan {
-            Some(plan) => {
-                // The records by step, in one pass: a run of 100,000 steps must
-                // not be searched once per step.
-                let mut by_step: std::collections::HashMap<
-                    &kpilot_engine::StepId,
-                    Vec<&(kpilot_engine::StepId, InstanceId, StepRecord)>,
-                > = std::collections::HashMap::with_capacity(plan.steps.len());
-                for entry in &steps {
-                    by_step.entry(&entry.0).or_default().push(entry);
-                }
-                for step in &plan.steps {
-                    let mine = by_step.remove(&step.id).unwrap_or_default();
-                    let whole = mine
-                        .iter()
-                        .find(|(_, i, _)| i == &InstanceId::global())
-                        .map(|(_, _, r)| r.clone())
-                        .unwrap_or_else(StepRecord::pending);
-                    let row = |instance: InstanceId, record: StepRecord| Row {
-                        id: step.id.to_string(),
-                        phase: step.phase.as_str().into(),
-                        body: step.body.kind().into(),
-                        instance,
-                        record,
-                    };
-                    rows.push(row(InstanceId::global(), whole));
-                    for (_, instance, record) in mine {
-                        if instance != &InstanceId::global() {
-                            rows.push(row(instance.clone(), record.clone()));
+        match outline {
+            Some(outline) => {
+                // Each step's records: taken in one walk when the snapshot
+                // lists them in the plan's order (the scheduler writes them
+                // so), else grouped by step in one pass. A run of 100,000
+                // steps must not be searched once per step.
+                let in_order = {
+                    let mut j = 0;
+                    for step in &outline.steps {
+                        while steps.get(j).is_some_and(|(id, _, _)| *id == step.id) {
+                            j += 1;
                         }
+                    }
+                    j == steps.len()
+                };
+                let mut by_step: std::collections::HashMap<
+                    kpilot_engine::StepId,
+                    Vec<(InstanceId, StepRecord)>,
+                > = std::collections::HashMap::new();
+                let mut ordered = steps.into_iter().peekable();
+                if !in_order {
+                    for (step, instance, record) in ordered.by_ref() {
+                        by_step.entry(step).or_default().push((instance, record));
+                    }
+                }
+                for step in outline.steps {
+                    let mut mine = by_step.remove(&step.id).unwrap_or_default();
+                    while let Some((_, instance, record)) =
+                        ordered.next_if(|(id, _, _)| *id == step.id)
+                    {
+                        mine.push((instance, record));
+                    }
+                    let mut whole = StepRecord::pending();
+                    let mut nodes = Vec::new();
+                    for (instance, record) in mine {
+                        if instance == InstanceId::global() {
+                            whole = record;
+                        } else {
+                            nodes.push((instance, record));
+                        }
+                    }
+                    let id = step.id.to_string();
+                    for (instance, record) in
+                        std::iter::once((InstanceId::global(), whole)).chain(nodes)
+                    {
+                        rows.push(Row {
+                            id: id.clone(),
+                            phase: step.phase.clone(),
+                            body: step.kind.clone(),
+                            instance,
+                            record,
+                        });
                     }
                 }
             }
@@ -259,7 +336,7 @@ impl RunView {
     }
 
     /// The whole status as JSON.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn to_json(&self) -> StatusJson<'_> {
         let mut run = self.summary_json();
         run["params"] = serde_json::json!(self.run.params);
         run["cordoned"] = serde_json::json!(self.cordoned);
@@ -273,34 +350,29 @@ impl RunView {
                 "commands": commands,
             }))
             .collect::<Vec<_>>());
-        run["steps"] = serde_json::json!(self
-            .rows
-            .iter()
-            .map(|row| serde_json::json!({
-                "id": row.id,
-                "phase": row.phase,
-                "body": row.body,
-                "instance": row.instance,
-                "state": row.record.state,
-                "attempts": row.record.attempts,
-                "startedAt": row.record.started_at,
-                "endedAt": row.record.ended_at,
-                "reason": row.record.reason,
-                "exitCode": row.record.exit_code,
-                "output": row.record.output,
-            }))
-            .collect::<Vec<_>>());
-        run
+        if let Some(map) = run.as_object_mut() {
+            // The counts `runs` shows give way to the rows themselves.
+            map.remove("steps");
+        }
+        StatusJson {
+            run,
+            steps: self.rows.iter().map(StepJson::from).collect(),
+        }
     }
 
     /// One line of `runs -o json`.
     pub fn summary_json(&self) -> serde_json::Value {
-        let count = |s: StepState| {
-            self.rows
-                .iter()
-                .filter(|r| r.instance == InstanceId::global() && r.record.state == s)
-                .count()
-        };
+        let mut counts = std::collections::HashMap::<StepState, usize>::new();
+        let mut total = 0;
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.instance == InstanceId::global())
+        {
+            total += 1;
+            *counts.entry(r.record.state).or_default() += 1;
+        }
+        let count = |s: StepState| counts.get(&s).copied().unwrap_or(0);
         serde_json::json!({
             "id": self.run.id,
             "workflow": self.run.workflow,
@@ -309,7 +381,7 @@ impl RunView {
             "createdAt": self.run.created_at,
             "updatedAt": self.run.updated_at,
             "steps": {
-                "total": self.rows.iter().filter(|r| r.instance == InstanceId::global()).count(),
+                "total": total,
                 "succeeded": count(StepState::Succeeded),
                 "failed": count(StepState::Failed),
                 "skipped": count(StepState::Skipped),
@@ -334,7 +406,11 @@ pub fn outcome(
     outcome: &RunOutcome,
     cordoned: Vec<String>,
 ) -> Result<(), crate::output::OutputError> {
-    let mut view = RunView::new(outcome.snapshot.clone(), None);
+    let mut view = RunView::new(
+        outcome.snapshot.clone(),
+        Some(outcome.outline.clone()),
+        None,
+    );
     view.cordoned = cordoned;
     let id = &view.run.id;
     crate::out!("{}", view.table())?;

@@ -38,6 +38,9 @@ pub struct Plan {
     /// What validation found suspicious but not wrong (`{{params.x}}` in a
     /// script); `validate` and `run` print them and go on.
     pub warnings: Vec<Problem>,
+    /// Each step's index by its id: loading a run of 100,000 steps looks
+    /// every stored record's step up here.
+    pub(crate) by_id: std::collections::HashMap<String, usize>,
 }
 
 /// Where a step's attempts run, decided once at validation from its
@@ -258,9 +261,25 @@ impl RetryPolicy {
 }
 
 impl Plan {
+    /// The steps in order with their phase and kind, kept with a run so that
+    /// reading it needs no plan.
+    pub fn outline(&self) -> crate::store::Outline {
+        crate::store::Outline {
+            steps: self
+                .steps
+                .iter()
+                .map(|s| crate::store::OutlineStep {
+                    id: s.id.clone(),
+                    phase: s.phase.as_str().to_owned(),
+                    kind: s.body.kind().to_owned(),
+                })
+                .collect(),
+        }
+    }
+
     /// Index of the step with this id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id.as_str() == id)
+        self.by_id.get(id).copied()
     }
 
     /// The params of a run: defaults, overridden by `overrides`. An unknown

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::{InstanceId, RunId, StepId};
 
 /// The state of one step instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     /// Not started yet.

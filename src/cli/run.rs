@@ -141,6 +141,7 @@ pub async fn drive_new(
     };
     let executors = executors(&plan, inventory.as_deref(), &record.workdir, cluster)?;
     let store = RunStore::create(&state_dir, &record)?;
+    store.write_outline(&plan.outline())?;
     eprintln!(
         "kpilot: run {id} of workflow `{}` ({} steps)",
         plan.name,

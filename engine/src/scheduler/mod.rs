@@ -87,6 +87,8 @@ pub struct RunOutcome {
     pub stopped_by: Option<&'static str>,
     /// The run and its steps as the drive left them.
     pub snapshot: Snapshot,
+    /// The plan's steps in order, to show the snapshot's records by.
+    pub outline: crate::store::Outline,
     /// Failures that were kpilot's own, not a step's (a task panicked):
     /// the drive ended in error even though the run was recorded.
     pub internal: Vec<String>,
@@ -157,6 +159,9 @@ struct Scheduler<'o> {
     store: RunStore,
     run: RunRecord,
     records: Vec<StepRecord>,
+    /// Whether the store holds a record of the step (a step never reached
+    /// has none, and the snapshot leaves it out as the store does).
+    stored: Vec<bool>,
     /// Needs of each step not yet final.
     waiting: Vec<usize>,
     dependents: Vec<Vec<usize>>,
@@ -218,11 +223,13 @@ impl<'o> Scheduler<'o> {
         let ledger = store.ledger();
         let n = plan.steps.len();
         let mut records = vec![StepRecord::pending(); n];
+        let mut stored = vec![false; n];
         let mut fans: Vec<Option<fan_out::Fan>> = (0..n).map(|_| None).collect();
         for (step, instance, record) in store.steps()? {
             if let Some(i) = plan.index_of(step.as_str()) {
                 if instance == InstanceId::global() {
                     records[i] = record;
+                    stored[i] = true;
                 } else {
                     fans[i]
                         .get_or_insert_with(fan_out::Fan::default)
@@ -269,6 +276,7 @@ impl<'o> Scheduler<'o> {
             store,
             run,
             records,
+            stored,
             waiting: vec![0; n],
             dependents,
             ready: VecDeque::new(),
@@ -323,6 +331,7 @@ impl<'o> Scheduler<'o> {
             .steps
             .push((self.plan.steps[i].id.clone(), INSTANCE(), record.clone()));
         self.records[i] = record;
+        self.stored[i] = true;
     }
 
     async fn drive(&mut self) -> Result<RunOutcome, SchedulerError> {
@@ -782,11 +791,13 @@ impl<'o> Scheduler<'o> {
                 .into_iter()
                 .map(|(s, i, r)| (s.clone(), i.clone(), r.clone()))
                 .collect(),
+            commits: None,
         };
         Ok(RunOutcome {
             state,
             stopped_by,
             snapshot,
+            outline: self.plan.outline(),
             internal: std::mem::take(&mut self.internal),
         })
     }
@@ -832,13 +843,15 @@ impl<'o> Scheduler<'o> {
         Ok(())
     }
 
-    /// Every step instance's record, in the plan's order, each step's nodes
-    /// after it.
+    /// Every step instance's record the store holds, in the plan's order,
+    /// each step's nodes after it.
     fn snapshot_steps(&self) -> Vec<(&StepId, &InstanceId, &StepRecord)> {
         let mut steps = Vec::with_capacity(self.records.len());
         for (i, record) in self.records.iter().enumerate() {
             let id = &self.plan.steps[i].id;
-            steps.push((id, &self.global, record));
+            if self.stored[i] {
+                steps.push((id, &self.global, record));
+            }
             if let Some(fan) = &self.fans[i] {
                 steps.extend(fan.nodes.iter().map(|n| (id, &n.instance, &n.record)));
             }
@@ -847,8 +860,7 @@ impl<'o> Scheduler<'o> {
     }
 
     /// Writes `snapshot.json` from the records in memory, which are the
-    /// committed ones (it is called only when `change` is empty). Steps the
-    /// store has no record of yet are written as pending.
+    /// committed ones (it is called only when `change` is empty).
     fn write_snapshot(&mut self) -> Result<(), SchedulerError> {
         let began = Instant::now();
         self.store

@@ -196,3 +196,50 @@ fn a_change_larger_than_one_transaction_is_applied_whole_and_in_order() {
     assert!(matches!(&journal[n].kind, EventKind::Retried { step: s } if *s == step(n - 1)));
     assert_eq!(store.run().expect("run").state, RunState::Succeeded);
 }
+
+#[test]
+fn the_current_snapshot_is_never_older_than_the_last_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("fresh").expect("id");
+    let step = StepId::parse("a").expect("id");
+    let commit_state = |store: &mut RunStore, s: StepState| {
+        let mut rec = StepRecord::pending();
+        rec.state = s;
+        store
+            .commit(Change {
+                steps: vec![(step.clone(), InstanceId::global(), rec)],
+                ..Change::default()
+            })
+            .expect("commit");
+    };
+    {
+        let mut store = RunStore::create(&state, &record(&id)).expect("create");
+        commit_state(&mut store, StepState::Running);
+        store.write_snapshot().expect("snapshot");
+        // A commit after the snapshot: the snapshot is stale from here on.
+        commit_state(&mut store, StepState::Succeeded);
+        let now = store.current_snapshot().expect("read");
+        assert_eq!(now.steps[0].2.state, StepState::Succeeded);
+    }
+    // Another process, later: the stale snapshot on disk is not what it reads.
+    let store = RunStore::open_to_read(&state, &id).expect("open");
+    assert_eq!(
+        store.current_snapshot().expect("read").steps[0].2.state,
+        StepState::Succeeded
+    );
+    assert_eq!(
+        state.snapshot(&id).expect("file").expect("kept").steps[0]
+            .2
+            .state,
+        StepState::Running,
+        "the file on disk is the stale one"
+    );
+    drop(store);
+    // Once the snapshot is written after the last commit, it is what is read.
+    let store = RunStore::open(&state, &id).expect("open");
+    store.write_snapshot().expect("snapshot");
+    let fresh = store.current_snapshot().expect("read");
+    assert_eq!(fresh.commits, Some(3));
+    assert_eq!(fresh.steps[0].2.state, StepState::Succeeded);
+}

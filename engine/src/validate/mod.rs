@@ -764,9 +764,15 @@ impl Validator<'_> {
         if !self.problems.is_empty() || steps.len() != parsed.len() {
             return None;
         }
+        let by_id = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str().to_owned(), i))
+            .collect();
         Some(Plan {
             name: name?,
             description,
+            by_id,
             steps,
             dag: dag?,
             concurrency,
