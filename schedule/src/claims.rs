@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use kpilot_engine::store::{Durable, StoreError};
+use kpilot_engine::store::{open_db, Durable, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// What can go wrong with the claims.
@@ -140,12 +140,7 @@ impl Claims {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| sled_err(sled::Error::Io(e)))?;
-        let db = match sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(4 * 1024 * 1024)
-            .flush_every_ms(None)
-            .open()
-        {
+        let db = match open_db(&dir.join("db"), 4 * 1024 * 1024) {
             Ok(db) => db,
             Err(sled::Error::Io(e))
                 if e.kind() == std::io::ErrorKind::WouldBlock

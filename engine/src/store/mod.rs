@@ -1,8 +1,8 @@
 //! The run store: one embedded sled database per run, owned by one process at a time.
 //!
-//! Each sled tree has a module of its own: [`runs`], [`steps`], [`journal`] and
-//! [`outputs`]. Writers describe what changed in a [`Change`]; [`RunStore::commit`]
-//! applies it in one transaction and makes it durable before returning, so the
+//! Each sled tree has a module of its own: [`runs`] (with the `commits` tree,
+//! the count of commits), [`steps`], [`journal`] and [`outputs`]. Writers describe what changed in a [`Change`]; [`RunStore::commit`]
+//! applies it in one transaction (a few for a very large change) and makes it durable before returning, so the
 //! scheduler can announce a side effect only after it is on disk.
 
 pub mod facts;
@@ -296,6 +296,7 @@ pub struct RunStore {
     next_seq: u64,
     /// Commits so far, kept in the `runs` tree (see [`Snapshot::commits`]).
     commits: u64,
+    commits_tree: sled::Tree,
     durable: Durable,
     _lock: File,
 }
@@ -375,6 +376,51 @@ impl Durable {
         }
         Ok(())
     }
+}
+
+/// Opens the sled database at `db` (the directory given to
+/// `sled::Config::path`) with kpilot's settings: no background flush, every
+/// flush is the caller's.
+///
+/// sled 0.34 writes a snapshot of its page table each time it opens a
+/// database, as `snap.LSN.generating`, synced, then renamed to `snap.LSN`;
+/// but it reads the newest `snap.*` file, `.generating` ones included. A
+/// process killed while it opened the database (a `kpilot status` or a
+/// resume killed at the wrong moment) so leaves a part-written snapshot that
+/// makes every later open fail as corrupted. Such a file is only ever the
+/// unfinished copy of what the log and the previous snapshot still hold, so
+/// when an open fails as corrupted with one there, it is removed and the
+/// database opened again.
+pub fn open_db(db: &Path, cache_capacity: u64) -> sled::Result<sled::Db> {
+    let open = || {
+        sled::Config::new()
+            .path(db)
+            .cache_capacity(cache_capacity)
+            .flush_every_ms(None)
+            .open()
+    };
+    match open() {
+        Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(db)? => open(),
+        other => other,
+    }
+}
+
+/// Removes the `snap.*.generating` files in `db`; says whether there were any.
+fn remove_unfinished_snapshots(db: &Path) -> sled::Result<bool> {
+    let mut removed = false;
+    for entry in std::fs::read_dir(db)? {
+        let path = entry?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|name| name.starts_with("snap.") && name.ends_with(".generating"));
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing a sled snapshot whose writing was interrupted");
+            std::fs::remove_file(&path)?;
+            removed = true;
+        }
+    }
+    Ok(removed)
 }
 
 impl std::fmt::Debug for RunStore {
@@ -524,11 +570,7 @@ impl RunStore {
         // handles last): that is the run being busy, not damaged.
         let waited = std::time::Instant::now();
         let db = loop {
-            let opened = sled::Config::new()
-                .path(dir.join("db"))
-                .cache_capacity(8 * 1024 * 1024)
-                .flush_every_ms(None)
-                .open();
+            let opened = open_db(&dir.join("db"), 8 * 1024 * 1024);
             match opened {
                 // sled words it "could not acquire lock on …" (kind Other).
                 Err(sled::Error::Io(e))
@@ -550,7 +592,8 @@ impl RunStore {
         let facts = db.open_tree("facts")?;
         let ledger = db.open_tree("ledger")?;
         let next_seq = journal::next_seq(&journal, &id)?;
-        let commits = runs::commits(&runs, &id)?;
+        let commits_tree = db.open_tree("commits")?;
+        let commits = runs::commits(&commits_tree, &id)?;
         let durable = Durable::open(&dir.join("db"))?;
         Ok(RunStore {
             id,
@@ -564,6 +607,7 @@ impl RunStore {
             ledger,
             next_seq,
             commits,
+            commits_tree,
             durable,
             _lock: lock,
         })
@@ -652,26 +696,31 @@ impl RunStore {
             let events = &events[part(k, events.len())];
             let outputs = &change.outputs[part(k, change.outputs.len())];
             let run = change.run.as_ref().filter(|_| k == 0);
-            let result = (&self.runs, &self.steps, &self.journal, &self.outputs).transaction(
-                |(tr, ts, tj, to)| {
-                    if let Some(run) = run {
-                        runs::put(tr, run)?;
-                    }
-                    if k == 0 {
-                        runs::put_commits(tr, id, commits)?;
-                    }
-                    for (step, instance, record) in steps {
-                        steps::put(ts, id, step, instance, record)?;
-                    }
-                    for event in events {
-                        journal::put(tj, id, event)?;
-                    }
-                    for (step, instance, attempt, output) in outputs {
-                        outputs::put(to, id, step, instance, *attempt, output)?;
-                    }
-                    Ok(())
-                },
+            let trees = (
+                &self.runs,
+                &self.steps,
+                &self.journal,
+                &self.outputs,
+                &self.commits_tree,
             );
+            let result = trees.transaction(|(tr, ts, tj, to, tc)| {
+                if let Some(run) = run {
+                    runs::put(tr, run)?;
+                }
+                if k == 0 {
+                    runs::put_commits(tc, id, commits)?;
+                }
+                for (step, instance, record) in steps {
+                    steps::put(ts, id, step, instance, record)?;
+                }
+                for event in events {
+                    journal::put(tj, id, event)?;
+                }
+                for (step, instance, attempt, output) in outputs {
+                    outputs::put(to, id, step, instance, *attempt, output)?;
+                }
+                Ok(())
+            });
             match result {
                 Ok(()) => {}
                 Err(TransactionError::Abort(e)) => return Err(e),

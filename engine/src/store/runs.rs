@@ -26,17 +26,12 @@ pub fn put(
     Ok(())
 }
 
-fn commits_key(id: &RunId) -> Vec<u8> {
-    let mut key = id.as_str().as_bytes().to_vec();
-    key.extend_from_slice(b"\0commits");
-    key
-}
-
 /// How many commits the run's store has had (0 for a run kept before they
-/// were counted).
+/// were counted), from the `commits` tree: not beside the run record, whose
+/// leaf sled would rewrite whole, workflow text and all, on every commit.
 pub fn commits(tree: &sled::Tree, id: &RunId) -> Result<u64> {
     Ok(tree
-        .get(commits_key(id))?
+        .get(id.as_str())?
         .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
         .map(u64::from_be_bytes)
         .unwrap_or(0))
@@ -48,6 +43,6 @@ pub fn put_commits(
     id: &RunId,
     commits: u64,
 ) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
-    tree.insert(commits_key(id), &commits.to_be_bytes())?;
+    tree.insert(id.as_str(), &commits.to_be_bytes())?;
     Ok(())
 }

@@ -60,6 +60,41 @@ fn commits_survive_reopening() {
 }
 
 #[test]
+fn a_snapshot_left_part_written_by_a_kill_does_not_damage_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let id = RunId::parse("r9").expect("id");
+    let step = StepId::parse("a").expect("id");
+    {
+        let mut store = RunStore::create(&state, &record(&id)).expect("create");
+        let mut rec = StepRecord::pending();
+        rec.state = StepState::Succeeded;
+        store
+            .commit(Change {
+                steps: vec![(step.clone(), InstanceId::global(), rec)],
+                ..Change::default()
+            })
+            .expect("commit");
+    }
+    // What sled leaves when killed while it writes the snapshot it writes
+    // on every open: a newer `.generating` file, cut short.
+    let db = state.run_dir(&id).join("db");
+    let unfinished = db.join("snap.7FFFFFFFFFFFFFFF.generating");
+    std::fs::write(&unfinished, b"part of a snapshot").expect("write");
+    let plain = sled::Config::new().path(&db).open();
+    assert!(
+        matches!(plain, Err(sled::Error::Corruption { .. })),
+        "sled alone reads the unfinished snapshot: {:?}",
+        plain.map(|_| ())
+    );
+    let store = RunStore::open(&state, &id).expect("open");
+    let steps = store.steps().expect("steps");
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].2.state, StepState::Succeeded);
+    assert!(!unfinished.exists());
+}
+
+#[test]
 fn a_second_holder_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::new(dir.path());
