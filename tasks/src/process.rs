@@ -70,8 +70,11 @@ struct Guardian {
 impl Guardian {
     fn tell(&self, op: char, pgid: i32) {
         use std::io::Write as _;
+        // One write(2) per line: `writeln!` on the unbuffered pipe makes
+        // three, and this runs twice for every process a step starts.
+        let line = format!("{op}{pgid}\n");
         if let Ok(mut stdin) = self.stdin.lock() {
-            let _ = writeln!(stdin, "{op}{pgid}");
+            let _ = stdin.write_all(line.as_bytes());
         }
     }
 }

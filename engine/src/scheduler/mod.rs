@@ -405,7 +405,7 @@ impl<'o> Scheduler<'o> {
                 self.plan.steps[target].phase,
                 Phase::Upgrade | Phase::Repair
             ) {
-                self.facts.next_generation();
+                self.change.facts_generation = Some(self.facts.next_generation());
             }
         }
         match done {

@@ -60,6 +60,16 @@ fn key(run: &RunId, name: &str) -> Vec<u8> {
     key
 }
 
+/// Stores `run`'s facts generation, in a transaction of the commit.
+pub(crate) fn put_generation(
+    tx: &sled::transaction::TransactionalTree,
+    run: &RunId,
+    generation: u64,
+) -> std::result::Result<(), sled::transaction::ConflictableTransactionError<super::StoreError>> {
+    tx.insert(key(run, GENERATION), &generation.to_be_bytes())?;
+    Ok(())
+}
+
 impl Facts {
     /// Facts backed by a run's `facts` tree.
     pub(crate) fn stored(run: RunId, tree: sled::Tree) -> Self {
@@ -149,13 +159,14 @@ impl Facts {
     }
 
     /// A step that changes what checks look at ended: later checks read
-    /// their data again. Stored with the scheduler's next commit (one flush
-    /// for the whole store), so a resumed run stays in the same generation.
-    pub(crate) fn next_generation(&self) {
-        let next = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(tree) = &self.tree {
-            let _ = tree.insert(key(&self.run, GENERATION), &next.to_be_bytes());
-        }
+    /// their data again. Returns the new generation, for the scheduler to
+    /// store with its next commit ([`Change::facts_generation`]), in the
+    /// same transaction as the step's end, so a resumed run stays in the
+    /// same generation (and the commit writes one buffer fewer to sled's log).
+    ///
+    /// [`Change::facts_generation`]: super::Change::facts_generation
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Every stored fact of the run, by name.

@@ -270,6 +270,9 @@ pub struct Change {
     pub events: Vec<EventKind>,
     /// Output of ended attempts.
     pub outputs: Vec<(StepId, InstanceId, u32, StoredOutput)>,
+    /// The run's facts generation, when a step that changes what checks
+    /// look at ended (see [`Facts::generation`]).
+    pub facts_generation: Option<u64>,
 }
 
 impl Change {
@@ -279,6 +282,7 @@ impl Change {
             && self.steps.is_empty()
             && self.events.is_empty()
             && self.outputs.is_empty()
+            && self.facts_generation.is_none()
     }
 }
 
@@ -702,13 +706,17 @@ impl RunStore {
                 &self.journal,
                 &self.outputs,
                 &self.commits_tree,
+                &self.facts,
             );
-            let result = trees.transaction(|(tr, ts, tj, to, tc)| {
+            let result = trees.transaction(|(tr, ts, tj, to, tc, tf)| {
                 if let Some(run) = run {
                     runs::put(tr, run)?;
                 }
                 if k == 0 {
                     runs::put_commits(tc, id, commits)?;
+                    if let Some(generation) = change.facts_generation {
+                        facts::put_generation(tf, id, generation)?;
+                    }
                 }
                 for (step, instance, record) in steps {
                     steps::put(ts, id, step, instance, record)?;
