@@ -274,6 +274,12 @@ kptest!(
                     .to_vec();
                 continue;
             }
+            // Killed after the run ended (while it printed its summary): the
+            // person reads `succeeded` and is done.
+            if printed.is_none() && dir.status("r")["state"] == "succeeded" {
+                done = true;
+                break;
+            }
             // What the person reads: the blocked run's message, or `status`.
             let text = printed.unwrap_or(status.stdout);
             let commands = printed_commands(&text);
