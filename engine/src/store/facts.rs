@@ -7,8 +7,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use tokio::sync::Mutex as AsyncMutex;
 
+use super::StoreError;
 use crate::id::RunId;
 
 /// A run's facts: each key fetched at most once, then served from memory or
@@ -62,10 +64,10 @@ fn key(run: &RunId, name: &str) -> Vec<u8> {
 
 /// Stores `run`'s facts generation, in a transaction of the commit.
 pub(crate) fn put_generation(
-    tx: &sled::transaction::TransactionalTree,
+    tx: &TransactionalTree,
     run: &RunId,
     generation: u64,
-) -> std::result::Result<(), sled::transaction::ConflictableTransactionError<super::StoreError>> {
+) -> std::result::Result<(), ConflictableTransactionError<StoreError>> {
     tx.insert(key(run, GENERATION), &generation.to_be_bytes())?;
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! The run store: one embedded sled database per run, owned by one process at a time.
 //!
 //! Each sled tree has a module of its own: [`runs`] (with the `commits` tree,
-//! the count of commits), [`steps`], [`journal`] and [`outputs`]. Writers describe what changed in a [`Change`]; [`RunStore::commit`]
-//! applies it in one transaction (a few for a very large change) and makes it durable before returning, so the
-//! scheduler can announce a side effect only after it is on disk.
+//! the count of commits), [`steps`], [`journal`] and [`outputs`]. Writers
+//! describe what changed in a [`Change`]; [`RunStore::commit`] applies it in
+//! one transaction (a few for a very large change) and makes it durable
+//! before returning, so the scheduler can announce a side effect only after
+//! it is on disk.
 
 pub mod facts;
 pub mod journal;
@@ -298,8 +300,9 @@ pub struct RunStore {
     facts: sled::Tree,
     ledger: sled::Tree,
     next_seq: u64,
-    /// Commits so far, kept in the `runs` tree (see [`Snapshot::commits`]).
+    /// Commits so far (see [`Snapshot::commits`]).
     commits: u64,
+    /// Where `commits` is kept (see [`runs::commits`]).
     commits_tree: sled::Tree,
     durable: Durable,
     _lock: File,

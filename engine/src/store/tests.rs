@@ -16,6 +16,18 @@ fn record(id: &RunId) -> RunRecord {
     }
 }
 
+/// Commits one record of `step` in `state`.
+fn commit_step(store: &mut RunStore, step: &StepId, state: StepState) {
+    let mut rec = StepRecord::pending();
+    rec.state = state;
+    store
+        .commit(Change {
+            steps: vec![(step.clone(), InstanceId::global(), rec)],
+            ..Change::default()
+        })
+        .expect("commit");
+}
+
 #[test]
 fn commits_survive_reopening() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -67,14 +79,7 @@ fn a_snapshot_left_part_written_by_a_kill_does_not_damage_the_run() {
     let step = StepId::parse("a").expect("id");
     {
         let mut store = RunStore::create(&state, &record(&id)).expect("create");
-        let mut rec = StepRecord::pending();
-        rec.state = StepState::Succeeded;
-        store
-            .commit(Change {
-                steps: vec![(step.clone(), InstanceId::global(), rec)],
-                ..Change::default()
-            })
-            .expect("commit");
+        commit_step(&mut store, &step, StepState::Succeeded);
     }
     // What sled leaves when killed while it writes the snapshot it writes
     // on every open: a newer `.generating` file, cut short.
@@ -238,22 +243,12 @@ fn the_current_snapshot_is_never_older_than_the_last_commit() {
     let state = StateDir::new(dir.path());
     let id = RunId::parse("fresh").expect("id");
     let step = StepId::parse("a").expect("id");
-    let commit_state = |store: &mut RunStore, s: StepState| {
-        let mut rec = StepRecord::pending();
-        rec.state = s;
-        store
-            .commit(Change {
-                steps: vec![(step.clone(), InstanceId::global(), rec)],
-                ..Change::default()
-            })
-            .expect("commit");
-    };
     {
         let mut store = RunStore::create(&state, &record(&id)).expect("create");
-        commit_state(&mut store, StepState::Running);
+        commit_step(&mut store, &step, StepState::Running);
         store.write_snapshot().expect("snapshot");
         // A commit after the snapshot: the snapshot is stale from here on.
-        commit_state(&mut store, StepState::Succeeded);
+        commit_step(&mut store, &step, StepState::Succeeded);
         let now = store.current_snapshot().expect("read");
         assert_eq!(now.steps[0].2.state, StepState::Succeeded);
     }
