@@ -125,7 +125,7 @@ impl RunView {
     ) -> Self {
         let Snapshot { run, steps, .. } = snapshot;
         let outline = outline.or_else(|| {
-            crate::cli::replan(&run, &kpilot_tasks::registry())
+            crate::cli::replan(&run, &kpilot_tasks::registry(), None)
                 .ok()
                 .map(|plan| plan.outline())
         });

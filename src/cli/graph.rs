@@ -26,7 +26,7 @@ pub struct GraphArgs {
 }
 
 pub fn graph(args: GraphArgs) -> anyhow::Result<Exit> {
-    let (_, plan) = load(&args.file, &kpilot_tasks::registry())?;
+    let (_, plan, _) = load(&args.file, &kpilot_tasks::registry())?;
     match args.format {
         GraphFormat::Dot => crate::out!("{}", plan.dag.to_dot(&plan.name))?,
         GraphFormat::Mermaid => crate::out!("{}", plan.dag.to_mermaid())?,

@@ -353,13 +353,14 @@ async fn start(
         path: file.clone(),
         text,
     };
-    let plan = kpilot_engine::validate::validate(&source, &args.cluster.registry())?;
+    let (plan, tree) = super::plan(&source, &args.cluster.registry())?;
     print_warnings(&plan);
     let (outcome, _) = drive_new(
         NewRun {
             file,
             source,
             plan,
+            tree,
             overrides: Vec::new(),
             run_id: args.run_id.clone(),
             inventory: args.inventory.clone(),

@@ -269,11 +269,26 @@ fn regular_file(path: &std::path::Path, what: &str) -> Result<(), Usage> {
     }
 }
 
+/// Validates a workflow: its plan, and its tree as parsed, which a new run
+/// keeps so that a resume need not parse the YAML again.
+fn plan(
+    source: &kpilot_engine::WorkflowSource,
+    registry: &kpilot_engine::TaskRegistry,
+) -> anyhow::Result<(kpilot_engine::Plan, serde_yaml::Value)> {
+    let tree = kpilot_engine::validate::read(source)?;
+    let plan = kpilot_engine::validate::check(source, &tree, registry)?;
+    Ok((plan, tree))
+}
+
 /// Reads and validates a workflow file, rendering problems for the user.
 fn load(
     path: &std::path::Path,
     registry: &kpilot_engine::TaskRegistry,
-) -> anyhow::Result<(kpilot_engine::WorkflowSource, kpilot_engine::Plan)> {
+) -> anyhow::Result<(
+    kpilot_engine::WorkflowSource,
+    kpilot_engine::Plan,
+    serde_yaml::Value,
+)> {
     regular_file(path, "a workflow YAML file")?;
     let source = kpilot_engine::WorkflowSource::read(path).map_err(|e| {
         Usage(format!(
@@ -281,8 +296,8 @@ fn load(
             path.display()
         ))
     })?;
-    let plan = kpilot_engine::validate::validate(&source, registry)?;
-    Ok((source, plan))
+    let (plan, tree) = plan(&source, registry)?;
+    Ok((source, plan, tree))
 }
 
 /// Prints what validation found suspicious; the verb goes on.
@@ -314,12 +329,22 @@ fn check_inventory(path: &std::path::Path) -> anyhow::Result<()> {
 pub fn replan(
     run: &kpilot_engine::state::RunRecord,
     registry: &kpilot_engine::TaskRegistry,
+    parsed: Option<serde_yaml::Value>,
 ) -> anyhow::Result<kpilot_engine::Plan> {
     let source = kpilot_engine::WorkflowSource {
         path: run.file.clone(),
         text: run.source.clone(),
     };
-    Ok(kpilot_engine::validate::validate(&source, registry)?)
+    let plan = match parsed {
+        Some(tree) => {
+            let plan = kpilot_engine::validate::check(&source, &tree, registry);
+            // Freeing a large tree takes a while: not on the way to the first step.
+            std::thread::spawn(move || drop(tree));
+            plan
+        }
+        None => kpilot_engine::validate::validate(&source, registry),
+    };
+    Ok(plan?)
 }
 
 /// The executors a plan's steps name: `global`, `per-node` and its pools.

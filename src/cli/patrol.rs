@@ -125,13 +125,14 @@ impl Cli {
                 .await
             }
             Target::Workflow { file, params } => {
-                let (source, plan) = load(file, &self.cluster.registry())?;
+                let (source, plan, tree) = load(file, &self.cluster.registry())?;
                 super::print_warnings(&plan);
                 let (outcome, _) = drive_new(
                     NewRun {
                         file: file.clone(),
                         source,
                         plan,
+                        tree,
                         overrides: params.clone(),
                         run_id: Some(run.to_string()),
                         inventory: None,
@@ -149,7 +150,11 @@ impl Cli {
         let state_dir = self.state.state_dir()?;
         let store = RunStore::open(&state_dir, run)?;
         let record = store.run()?;
-        let plan = Arc::new(replan(&record, &self.cluster.registry())?);
+        let plan = Arc::new(replan(
+            &record,
+            &self.cluster.registry(),
+            store.parsed_workflow(&record.source),
+        )?);
         let executors = super::executors(&plan, None, &record.workdir, &self.cluster)?;
         let progress = crate::progress::Progress::new(&plan);
         let ledger = store.ledger();

@@ -104,7 +104,11 @@ pub async fn drive(
         ))
         .into());
     }
-    let plan = Arc::new(replan(&record, &cluster.registry())?);
+    let plan = Arc::new(replan(
+        &record,
+        &cluster.registry(),
+        store.parsed_workflow(&record.source),
+    )?);
     eprintln!("kpilot: {verb} run {id} of workflow `{}`", plan.name);
     let progress = Progress::new(&plan);
     let ledger = store.ledger();

@@ -64,7 +64,7 @@ fn inventories(plan: &kpilot_engine::Plan, flag: Option<&std::path::Path>) -> Ve
 }
 
 pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
-    let (source, plan) = load(&args.file, &args.cluster.registry())?;
+    let (source, plan, tree) = load(&args.file, &args.cluster.registry())?;
     print_warnings(&plan);
     let overrides = parse_params(&args.params)?;
     let (outcome, cordoned) = drive_new(
@@ -72,6 +72,7 @@ pub async fn run(args: RunArgs, state: &StateArgs) -> anyhow::Result<Exit> {
             file: args.file.clone(),
             source,
             plan,
+            tree,
             overrides,
             run_id: args.run_id.clone(),
             inventory: args.inventory.clone(),
@@ -92,6 +93,8 @@ pub struct NewRun {
     pub source: kpilot_engine::WorkflowSource,
     /// Its plan.
     pub plan: kpilot_engine::Plan,
+    /// The workflow as parsed, kept with the run for its resumes.
+    pub tree: serde_yaml::Value,
     /// `--param` values.
     pub overrides: Vec<(String, String)>,
     /// `--run-id`.
@@ -112,6 +115,7 @@ pub async fn drive_new(
         file,
         source,
         plan,
+        tree,
         overrides,
         run_id,
         inventory,
@@ -142,6 +146,8 @@ pub async fn drive_new(
     let executors = executors(&plan, inventory.as_deref(), &record.workdir, cluster)?;
     let store = RunStore::create(&state_dir, &record)?;
     store.write_outline(&plan.outline())?;
+    store.write_parsed_workflow(&source.text, &tree)?;
+    drop(tree);
     eprintln!(
         "kpilot: run {id} of workflow `{}` ({} steps)",
         plan.name,

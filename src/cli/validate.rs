@@ -22,7 +22,7 @@ pub struct ValidateArgs {
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
     let loaded = load(&args.file, &kpilot_tasks::registry());
-    if let Ok((_, plan)) = &loaded {
+    if let Ok((_, plan, _)) = &loaded {
         if let Some(inventory) = &args.inventory {
             check_inventory(inventory)?;
         }
@@ -31,7 +31,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
         }
     }
     match (loaded, args.output) {
-        (Ok((_, plan)), Format::Text) => {
+        (Ok((_, plan, _)), Format::Text) => {
             crate::outln!(
                 "{}: valid workflow `{}` with {} steps",
                 args.file.display(),
@@ -40,7 +40,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Exit> {
             )?;
             Ok(Exit::Passed)
         }
-        (Ok((_, plan)), Format::Json) => {
+        (Ok((_, plan, _)), Format::Json) => {
             let json = serde_json::json!({
                 "valid": true,
                 "file": args.file,

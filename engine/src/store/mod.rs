@@ -11,6 +11,7 @@ pub mod facts;
 pub mod journal;
 pub mod ledger;
 pub mod outputs;
+pub mod parsed;
 pub mod runs;
 pub mod steps;
 
@@ -786,6 +787,20 @@ impl RunStore {
         })?;
         self.write_snapshot()?;
         Ok(())
+    }
+
+    /// Keeps the run's workflow as parsed beside its database (see
+    /// [`parsed`]); a tree JSON cannot hold exactly is not kept.
+    pub fn write_parsed_workflow(&self, source: &str, tree: &serde_yaml::Value) -> Result<()> {
+        parsed::write(&self.dir, source, tree)
+            .map(|_| ())
+            .map_err(io_err(&self.dir.join(parsed::FILE)))
+    }
+
+    /// The run's workflow as parsed from `source`, when this kpilot kept it
+    /// (see [`parsed`]); `None` means parse `source`.
+    pub fn parsed_workflow(&self, source: &str) -> Option<serde_yaml::Value> {
+        parsed::read(&self.dir, source)
     }
 
     /// Keeps the outline of the run's plan beside its database (see [`Outline`]).

@@ -143,6 +143,13 @@ impl fmt::Display for Invalid {
 
 /// Validates a workflow and builds its plan.
 pub fn validate(source: &WorkflowSource, registry: &TaskRegistry) -> Result<Plan, Invalid> {
+    check(source, &read(source)?, registry)
+}
+
+/// Parses a workflow's text into its tree, merge keys applied: the part of
+/// [`validate`] that a resume can skip by loading the tree a run keeps
+/// ([`crate::store::RunStore::parsed_workflow`]).
+pub fn read(source: &WorkflowSource) -> Result<Value, Invalid> {
     let mut root: Value = match serde_yaml::from_str(&source.text) {
         Ok(v) => v,
         Err(e) => {
@@ -165,6 +172,16 @@ pub fn validate(source: &WorkflowSource, registry: &TaskRegistry) -> Result<Plan
             }],
         });
     }
+    Ok(root)
+}
+
+/// Checks a workflow's tree (from [`read`]) and builds its plan; `source`
+/// gives the file and the lines that problems point at.
+pub fn check(
+    source: &WorkflowSource,
+    root: &Value,
+    registry: &TaskRegistry,
+) -> Result<Plan, Invalid> {
     let mut v = Validator {
         source,
         registry,
@@ -173,7 +190,7 @@ pub fn validate(source: &WorkflowSource, registry: &TaskRegistry) -> Result<Plan
         step_lines: source.entries("id"),
         suggest_budget: SUGGEST_BUDGET,
     };
-    let plan = v.workflow(&root);
+    let plan = v.workflow(root);
     match plan {
         Some(mut plan) if v.problems.is_empty() => {
             plan.warnings = v.warnings;
