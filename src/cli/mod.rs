@@ -325,23 +325,20 @@ fn check_inventory(path: &std::path::Path) -> anyhow::Result<()> {
         })
 }
 
-/// Re-plans a stored run from the workflow text kept with it.
+/// Re-plans a stored run: from the parsed tree its store keeps when that
+/// tree is still the one of the workflow text (then only the checks run
+/// again), else from that text.
 pub fn replan(
     run: &kpilot_engine::state::RunRecord,
     registry: &kpilot_engine::TaskRegistry,
-    parsed: Option<serde_yaml::Value>,
+    store: Option<&kpilot_engine::store::RunStore>,
 ) -> anyhow::Result<kpilot_engine::Plan> {
     let source = kpilot_engine::WorkflowSource {
         path: run.file.clone(),
         text: run.source.clone(),
     };
-    let plan = match parsed {
-        Some(tree) => {
-            let plan = kpilot_engine::validate::check(&source, &tree, registry);
-            // Freeing a large tree takes a while: not on the way to the first step.
-            std::thread::spawn(move || drop(tree));
-            plan
-        }
+    let plan = match store.and_then(|s| s.parsed_workflow(&run.source)) {
+        Some(tree) => kpilot_engine::validate::check(&source, &tree, registry),
         None => kpilot_engine::validate::validate(&source, registry),
     };
     Ok(plan?)

@@ -150,11 +150,7 @@ impl Cli {
         let state_dir = self.state.state_dir()?;
         let store = RunStore::open(&state_dir, run)?;
         let record = store.run()?;
-        let plan = Arc::new(replan(
-            &record,
-            &self.cluster.registry(),
-            store.parsed_workflow(&record.source),
-        )?);
+        let plan = Arc::new(replan(&record, &self.cluster.registry(), Some(&store))?);
         let executors = super::executors(&plan, None, &record.workdir, &self.cluster)?;
         let progress = crate::progress::Progress::new(&plan);
         let ledger = store.ledger();

@@ -104,11 +104,7 @@ pub async fn drive(
         ))
         .into());
     }
-    let plan = Arc::new(replan(
-        &record,
-        &cluster.registry(),
-        store.parsed_workflow(&record.source),
-    )?);
+    let plan = Arc::new(replan(&record, &cluster.registry(), Some(&store))?);
     eprintln!("kpilot: {verb} run {id} of workflow `{}`", plan.name);
     let progress = Progress::new(&plan);
     let ledger = store.ledger();
