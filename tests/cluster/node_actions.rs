@@ -796,7 +796,7 @@ kptest!(
         let wf = dir.write(
         "roll.yaml",
         &format!(
-            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: roll}}\nspec:\n  steps:\n    - id: nodes\n      phase: upgrade\n      executor: cluster-nodes\n      nodes: {{selector: kpilot-test={label}, maxUnavailable: 4}}\n      group:\n        steps:\n          - {{id: cordon, cordon: {{}}}}\n          - {{id: drain, needs: [cordon], drain: {{gracePeriod: 0s}}, timeout: 5m}}\n          - {{id: uncordon, needs: [drain], uncordon: {{}}}}\n"
+            "apiVersion: kpilot/v1\nkind: Workflow\nmetadata: {{name: roll}}\nspec:\n  steps:\n    - id: nodes\n      phase: upgrade\n      executor: cluster-nodes\n      nodes: {{selector: kpilot-test={label}, maxUnavailable: 2}}\n      group:\n        steps:\n          - {{id: cordon, cordon: {{}}}}\n          - {{id: drain, needs: [cordon], drain: {{gracePeriod: 0s}}, timeout: 5m}}\n          - {{id: uncordon, needs: [drain], uncordon: {{}}}}\n"
         ),
     );
         let wf = wf.display().to_string();
@@ -814,8 +814,10 @@ kptest!(
                 .stderr(std::fs::File::create(dir.join("kpilot.err")).expect("stderr file"))
                 .spawn()
                 .expect("kpilot starts");
+            // Short enough that most rounds end in a kill: a rolling drain
+            // of KWOK nodes takes only a few seconds in all.
             let wait_ms = if round < 16 {
-                rng.random_range(100..900)
+                rng.random_range(60..600)
             } else {
                 180_000
             };
