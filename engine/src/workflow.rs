@@ -47,9 +47,9 @@ impl WorkflowSource {
     /// Every value written for `KEY:` (block or flow style), with the
     /// 1-based lines it is written at, in file order; read in one pass, so
     /// that a workflow of 10,000 steps is not read 10,000 times.
-    pub fn entries(&self, key: &str) -> HashMap<String, Vec<usize>> {
+    pub fn entries(&self, key: &str) -> HashMap<&str, Vec<usize>> {
         let pattern = format!("{key}:");
-        let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut out: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, line) in self.text.lines().enumerate() {
             for (at, _) in line.match_indices(&pattern) {
                 let before = line[..at].chars().next_back();
@@ -62,7 +62,7 @@ impl WorkflowSource {
                     .unwrap_or("")
                     .trim()
                     .trim_matches(['"', '\'']);
-                let lines = out.entry(found.to_owned()).or_default();
+                let lines = out.entry(found).or_default();
                 if lines.last() != Some(&(i + 1)) {
                     lines.push(i + 1);
                 }

@@ -188,6 +188,10 @@ pub fn check(
         problems: Vec::new(),
         warnings: Vec::new(),
         step_lines: source.entries("id"),
+        kinds: ["gate", "approval", "group"]
+            .into_iter()
+            .chain(registry.names())
+            .collect(),
         suggest_budget: SUGGEST_BUDGET,
     };
     let plan = v.workflow(root);
@@ -282,7 +286,9 @@ struct Validator<'a> {
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
     /// The lines of every `id:` entry, by id.
-    step_lines: HashMap<String, Vec<usize>>,
+    step_lines: HashMap<&'a str, Vec<usize>>,
+    /// The bodies a step can have: the built-in ones and the registry's kinds.
+    kinds: Vec<&'static str>,
     /// What is left of [`SUGGEST_BUDGET`].
     suggest_budget: usize,
 }
@@ -452,7 +458,7 @@ impl Validator<'_> {
 
         let mut parsed: Vec<Parsed> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut occurrences: HashMap<String, usize> = HashMap::new();
+        let mut occurrences: HashMap<&str, usize> = HashMap::new();
         for (i, raw) in raw_steps.iter().enumerate() {
             let Some(mut step) = self.step(i, raw, &param_names, &mut occurrences, None) else {
                 continue;
@@ -493,8 +499,10 @@ impl Validator<'_> {
         let ids: Vec<String> = parsed.iter().map(|p| p.at.step.clone()).collect();
         let mut edges = Vec::new();
         let mut steps = Vec::new();
+        // Each body moves into its planned step (a task's body holds its spec).
+        let mut bodies: Vec<Option<Body>> = parsed.iter_mut().map(|p| p.body.take()).collect();
         for (i, p) in parsed.iter().enumerate() {
-            let at = p.at.clone();
+            let at = &p.at;
             let id = at.step.as_str();
             let mut needs: Vec<Need> = Vec::new();
             let mut member_needs: Vec<Need> = Vec::new();
@@ -502,9 +510,9 @@ impl Validator<'_> {
                 for (need, on) in &p.needs {
                     let full = format!("{group}.{need}");
                     match index.get(full.as_str()) {
-                        Some(&j) if j == i => self.at(&at, "needs", "a step cannot need itself"),
+                        Some(&j) if j == i => self.at(at, "needs", "a step cannot need itself"),
                         Some(&j) if member_needs.iter().any(|n| n.step == j) => self.at(
-                            &at,
+                            at,
                             "needs",
                             format!("needs `{need}` twice; list each step once"),
                         ),
@@ -520,7 +528,7 @@ impl Validator<'_> {
                                 .filter(|q| q.member_of.as_deref() == Some(group))
                                 .filter_map(|q| q.at.step.split_once('.').map(|(_, m)| m))
                                 .collect();
-                            self.at(&at, "needs", format!("needs `{need}`, which is not a step of group `{group}`; a member needs only members of its own group ({}), on the same node", siblings.join(", ")));
+                            self.at(at, "needs", format!("needs `{need}`, which is not a step of group `{group}`; a member needs only members of its own group ({}), on the same node", siblings.join(", ")));
                         }
                     }
                 }
@@ -530,7 +538,7 @@ impl Validator<'_> {
             for (need, on) in outer_needs {
                 match index.get(need.as_str()) {
                     Some(&j) if parsed[j].member_of.is_some() => self.at(
-                        &at,
+                        at,
                         "needs",
                         format!("needs `{need}`, a member of group `{}`; a step outside the group needs the whole group: write `needs: [{}]`", parsed[j].member_of.as_deref().unwrap_or_default(), parsed[j].member_of.as_deref().unwrap_or_default()),
                     ),
@@ -549,22 +557,22 @@ impl Validator<'_> {
                                 near.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
                             )
                         };
-                        self.at(&at, "needs", format!("needs `{need}`, which is not a step of this workflow; {hint}"));
+                        self.at(at, "needs", format!("needs `{need}`, which is not a step of this workflow; {hint}"));
                     }
-                    Some(&j) if j == i => self.at(&at, "needs", "a step cannot need itself"),
+                    Some(&j) if j == i => self.at(at, "needs", "a step cannot need itself"),
                     Some(&j) if parsed[j].phase == Phase::Repair => self.at(
-                        &at,
+                        at,
                         "needs",
                         format!("needs `{need}`, a repair step; repair steps run only as the `repair` of a failed step, so nothing can wait for them"),
                     ),
                     Some(&j) => match needs.iter().find(|n| n.step == j) {
                         Some(n) if n.on == *on => self.at(
-                            &at,
+                            at,
                             "needs",
                             format!("needs `{need}` twice; list each step once"),
                         ),
                         Some(n) => self.at(
-                            &at,
+                            at,
                             "needs",
                             format!(
                                 "needs `{need}` both on {} and on {}, which cannot both hold, so the step would always be skipped; keep one (`on: always` runs it whatever `{need}` ends with)",
@@ -587,7 +595,7 @@ impl Validator<'_> {
                             .map(|n| format!(" (did you mean `{n}`?)"))
                             .unwrap_or_default();
                         self.at(
-                            &at,
+                            at,
                             "repair",
                             format!("`{r}` is not a step of this workflow{near}"),
                         );
@@ -595,7 +603,7 @@ impl Validator<'_> {
                     }
                     Some(&j) if parsed[j].phase != Phase::Repair => {
                         self.at(
-                            &at,
+                            at,
                             "repair",
                             format!("`{r}` is in phase {}; a step named by `repair` must have `phase: repair`", parsed[j].phase.as_str()),
                         );
@@ -606,11 +614,11 @@ impl Validator<'_> {
             };
             if p.phase == Phase::Repair {
                 if !p.needs.is_empty() {
-                    self.at(&at, "needs", "a repair step runs only when the step it repairs fails; remove its `needs`");
+                    self.at(at, "needs", "a repair step runs only when the step it repairs fails; remove its `needs`");
                 }
                 if p.repair.is_some() {
                     self.at(
-                        &at,
+                        at,
                         "repair",
                         "a repair step cannot have a repair of its own",
                     );
@@ -619,7 +627,7 @@ impl Validator<'_> {
             let when = p.when.as_deref().and_then(|w| match compile_when(w) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    self.at(&at, "when", e.to_string());
+                    self.at(at, "when", e.to_string());
                     None
                 }
             });
@@ -630,7 +638,7 @@ impl Validator<'_> {
             let executor = match (&p.member_of, &p.executor) {
                 (Some(_), Some(e)) if e == "global" => "global".to_owned(),
                 (Some(_), Some(e)) => {
-                    self.at(&at, "executor", format!("`executor: {e}`: a member of a group runs on the group's nodes, through the group's executor `{group_executor}`; only `executor: global` is allowed, to run the member in kpilot for each node"));
+                    self.at(at, "executor", format!("`executor: {e}`: a member of a group runs on the group's nodes, through the group's executor `{group_executor}`; only `executor: global` is allowed, to run the member in kpilot for each node"));
                     group_executor.clone()
                 }
                 (Some(_), None) => group_executor.clone(),
@@ -650,7 +658,7 @@ impl Validator<'_> {
                     .map(|n| format!(" (did you mean `{n}`?)"))
                     .unwrap_or_default();
                 self.at(
-                    &at,
+                    at,
                     "executor",
                     format!(
                         "unknown executor `{executor}`{near}; known executors: {}; declare pools in spec.executors",
@@ -662,12 +670,12 @@ impl Validator<'_> {
                 _ if p.repair.is_none() => {}
                 Placement::Global => {}
                 Placement::EveryNode => self.at(
-                    &at,
+                    at,
                     "repair",
                     "a step run on every node cannot have a repair yet; run the fix as a step (not in phase repair) that needs this one `on: failure`, or use retry",
                 ),
                 Placement::PoolMember => self.at(
-                    &at,
+                    at,
                     "repair",
                     format!("a step of pool `{executor}` cannot have a repair yet (only steps of executor global can); run the fix as a step (not in phase repair) that needs this one `on: failure`, or use retry"),
                 ),
@@ -677,9 +685,9 @@ impl Validator<'_> {
             } else {
                 placement
             };
-            if matches!(p.body, Some(Body::Group)) && placement != Placement::EveryNode {
+            if matches!(bodies[i], Some(Body::Group)) && placement != Placement::EveryNode {
                 self.at(
-                    &at,
+                    at,
                     "executor",
                     format!("a group rolls its steps over nodes, but executor `{executor}` runs a step once; write `executor: per-node` (or a pool with `perNode: true`)"),
                 );
@@ -690,7 +698,7 @@ impl Validator<'_> {
             };
             if p.nodes.is_some() && placement != Placement::EveryNode {
                 self.at(
-                    &at,
+                    at,
                     "nodes",
                     format!("`nodes` applies to steps that fan out over nodes; executor `{executor}` runs the step once (use `executor: per-node`, or a pool with `perNode: true`)"),
                 );
@@ -705,7 +713,9 @@ impl Validator<'_> {
                 max_unavailable: nodes.max_unavailable,
                 order: nodes.order.clone(),
             };
-            let Some(body) = p.body.clone() else { continue };
+            let Some(body) = bodies[i].take() else {
+                continue;
+            };
             let group = match (&body, &p.member_of) {
                 (Body::Group, _) => Some(GroupRole::Group {
                     members: (0..parsed.len())
@@ -720,7 +730,7 @@ impl Validator<'_> {
             };
             if matches!(body, Body::Group) && p.idempotent.is_some() {
                 self.at(
-                    &at,
+                    at,
                     "idempotent",
                     "a group is as idempotent as its members; set `idempotent` on the members",
                 );
@@ -1125,12 +1135,12 @@ impl Validator<'_> {
         out
     }
 
-    fn step(
+    fn step<'t>(
         &mut self,
         i: usize,
-        raw: &Value,
+        raw: &'t Value,
         params: &[String],
-        occurrences: &mut HashMap<String, usize>,
+        occurrences: &mut HashMap<&'t str, usize>,
         member_of: Option<&MemberOf>,
     ) -> Option<Parsed> {
         let Some(map) = raw.as_mapping() else {
@@ -1144,8 +1154,8 @@ impl Validator<'_> {
             );
             return None;
         };
-        let id = match get(map, "id") {
-            Some(Value::String(s)) => s.clone(),
+        let written = match get(map, "id") {
+            Some(Value::String(s)) => s.as_str(),
             None => {
                 self.field_problem(
                     "spec.steps",
@@ -1164,28 +1174,30 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let seen = occurrences.entry(id.clone()).or_default();
-        let lines = self.step_lines.get(&id).map(Vec::as_slice).unwrap_or(&[]);
+        let seen = occurrences.entry(written).or_default();
+        let lines = self
+            .step_lines
+            .get(written)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let line = lines.get(*seen).or(lines.first()).copied();
         *seen += 1;
-        let written = id.clone();
-        let id = match member_of {
-            Some(m) => format!("{}.{id}", m.group),
-            None => id,
-        };
         let at = At {
-            step: id.clone(),
+            step: match member_of {
+                Some(m) => format!("{}.{written}", m.group),
+                None => written.to_owned(),
+            },
             line,
         };
         if written.contains('.') {
             self.at(&at, "id", format!("`{written}` is not a valid step id: `.` joins a group's id and its member's (`GROUP.MEMBER`) in the store and on the command line; use `-` instead"));
-        } else if let Err(e) = StepId::parse(&written) {
+        } else if let Err(e) = StepId::parse(written) {
             self.at(&at, "id", e);
         }
 
-        let mut kinds = vec!["gate", "approval", "group"];
-        kinds.extend(self.registry.names());
-        let mut bodies = Vec::new();
+        // Taken out of `self` for the loop, which reports through `self`.
+        let kinds = std::mem::take(&mut self.kinds);
+        let mut bodies: Vec<(&str, &Value)> = Vec::new();
         let mut unknown = false;
         for (key, value) in map {
             let Some(key) = key.as_str() else {
@@ -1209,7 +1221,7 @@ impl Validator<'_> {
                 continue;
             }
             if kinds.contains(&key) {
-                bodies.push((key.to_owned(), value.clone()));
+                bodies.push((key, value));
             } else {
                 unknown = true;
                 let hint = nearest(
@@ -1230,7 +1242,8 @@ impl Validator<'_> {
             }
         }
 
-        let phases: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        // Built only for a message: most steps never need it.
+        let phases = || Phase::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>();
         let phase = match get(map, "phase") {
             None if member_of.is_some() => member_of.map(|m| m.phase),
             None => {
@@ -1239,7 +1252,7 @@ impl Validator<'_> {
                     "phase",
                     format!(
                         "the step has no `phase`; write one of {}",
-                        phases.join(", ")
+                        phases().join(", ")
                     ),
                 );
                 None
@@ -1247,7 +1260,7 @@ impl Validator<'_> {
             Some(Value::String(s)) => match Phase::ALL.iter().find(|p| p.as_str() == s) {
                 Some(p) => Some(*p),
                 None => {
-                    let near = nearest(s, phases.iter().copied())
+                    let near = nearest(s, phases())
                         .map(|n| format!(" (did you mean `{n}`?)"))
                         .unwrap_or_default();
                     self.at(
@@ -1256,7 +1269,7 @@ impl Validator<'_> {
                         format!(
                             "`{}` is not a phase{near}; use one of {}",
                             short(s),
-                            phases.join(", ")
+                            phases().join(", ")
                         ),
                     );
                     None
@@ -1269,7 +1282,7 @@ impl Validator<'_> {
                     format!(
                         "{}; use one of {}",
                         wrong(other, "a phase"),
-                        phases.join(", ")
+                        phases().join(", ")
                     ),
                 );
                 None
@@ -1298,8 +1311,8 @@ impl Validator<'_> {
                 }
             }
             1 => {
-                let (key, value) = bodies.remove(0);
-                self.body(&at, &key, &value, params)
+                let (key, value) = bodies[0];
+                self.body(&at, key, value, params)
             }
             _ => {
                 let keys: Vec<String> = bodies.iter().map(|(k, _)| format!("`{k}`")).collect();
@@ -1307,6 +1320,7 @@ impl Validator<'_> {
                 None
             }
         };
+        self.kinds = kinds;
 
         let needs = self.needs(&at, get(map, "needs"));
         let text = |this: &mut Self, key: &str, want: &str| match get(map, key) {
@@ -1375,13 +1389,13 @@ impl Validator<'_> {
 
     /// `group: {steps: [...]}`: the members, each read as a step with the
     /// group's phase unless it gives its own.
-    fn members(
+    fn members<'t>(
         &mut self,
         at: &At,
-        v: &Value,
+        v: &'t Value,
         phase: Phase,
         params: &[String],
-        occurrences: &mut HashMap<String, usize>,
+        occurrences: &mut HashMap<&'t str, usize>,
     ) -> Vec<Parsed> {
         let hint = "write `group: {steps: [{id: cordon, cordon: {}}, {id: drain, needs: [cordon], drain: {}}]}`";
         let Some(map) = v.as_mapping() else {
