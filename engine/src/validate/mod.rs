@@ -182,16 +182,17 @@ pub fn check(
     root: &Value,
     registry: &TaskRegistry,
 ) -> Result<Plan, Invalid> {
+    let kinds: Vec<&'static str> = ["gate", "approval", "group"]
+        .into_iter()
+        .chain(registry.names())
+        .collect();
     let mut v = Validator {
         source,
         registry,
         problems: Vec::new(),
         warnings: Vec::new(),
         step_lines: source.entries("id"),
-        kinds: ["gate", "approval", "group"]
-            .into_iter()
-            .chain(registry.names())
-            .collect(),
+        kinds: &kinds,
         suggest_budget: SUGGEST_BUDGET,
     };
     let plan = v.workflow(root);
@@ -288,7 +289,7 @@ struct Validator<'a> {
     /// The lines of every `id:` entry, by id.
     step_lines: HashMap<&'a str, Vec<usize>>,
     /// The bodies a step can have: the built-in ones and the registry's kinds.
-    kinds: Vec<&'static str>,
+    kinds: &'a [&'static str],
     /// What is left of [`SUGGEST_BUDGET`].
     suggest_budget: usize,
 }
@@ -1195,8 +1196,7 @@ impl Validator<'_> {
             self.at(&at, "id", e);
         }
 
-        // Taken out of `self` for the loop, which reports through `self`.
-        let kinds = std::mem::take(&mut self.kinds);
+        let kinds = self.kinds;
         let mut bodies: Vec<(&str, &Value)> = Vec::new();
         let mut unknown = false;
         for (key, value) in map {
@@ -1320,7 +1320,6 @@ impl Validator<'_> {
                 None
             }
         };
-        self.kinds = kinds;
 
         let needs = self.needs(&at, get(map, "needs"));
         let text = |this: &mut Self, key: &str, want: &str| match get(map, key) {
